@@ -1,0 +1,34 @@
+"""The few exception types the library raises; the CLI maps them to exit codes.
+
+Every message is one line that names the file (or array) and the problem, so the
+CLI can print it as it is.
+"""
+
+from __future__ import annotations
+
+
+class MelepError(Exception):
+    """Base of every error the library raises on purpose."""
+
+    exit_code = 2
+
+
+class UsageError(MelepError):
+    """Options that contradict each other or name things that do not exist."""
+
+
+class InputError(MelepError, ValueError):
+    """Arrays or files given to the metric or `melep score` that it cannot use."""
+
+
+class TargetError(MelepError):
+    """A target (HDF5 file, WFDB directory, PTB-XL tree, labels CSV) that cannot be read."""
+
+
+class CheckpointError(MelepError):
+    """A checkpoint that cannot be loaded, described or run.
+
+    In `melep rank` this fails that one checkpoint (an error row, exit 1), never the run.
+    """
+
+    exit_code = 1

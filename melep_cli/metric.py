@@ -1,0 +1,344 @@
+"""MELEP, the pure core: arrays in, numbers out, no I/O.
+
+MELEP (Nguyen, Duong & Do, J. Healthcare Informatics Research 2024) is LEEP applied to every
+(target label y, source label z) pair of binary problems. Lower is better. The definition
+followed here, step by step, is `shared/spec/MELEP.md`:
+
+- joint tables P(t, s) for all pairs at once are four matrix products (labels^T @ theta ...);
+- the log term is accumulated label by label over chunks of records, so nothing of size
+  n x Y x Z is ever allocated;
+- everything is float64; theta is clipped into [eps, 1 - eps] so saturated outputs stay finite.
+
+`melep()` is the one-shot call; `MelepAccumulator` takes a forward pass batch by batch and
+gives the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import numpy as np
+from scipy.special import expit, softmax
+
+from melep_cli.errors import InputError
+
+Weighting = Literal["prevalence", "paper", "uniform"]
+Activation = Literal["logits", "probabilities", "softmax"]
+WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+
+#: theta is clipped into [EPS, 1 - EPS]: P(s) can then never be 0 (the authors' code gives NaN).
+EPS = 1e-12
+#: Elements of one (records x source labels) work block in the log term: bounds temporary memory.
+_BLOCK_ELEMENTS = 1 << 20
+
+
+@dataclass(frozen=True)
+class MelepResult:
+    """Everything one MELEP computation produces.
+
+    `per_label` (m(y)) and the rows of `phi` are NaN for degenerate target labels (all 0 or
+    all 1 over the records), which carry no information and are left out of `score`.
+    `label_weights` are the effective weights, so `score == nansum(label_weights * per_label)`.
+    """
+
+    score: float
+    per_label: np.ndarray
+    phi: np.ndarray
+    label_weights: np.ndarray
+    source_weights: np.ndarray
+    positives: np.ndarray
+    records: int
+    weighting: str
+    label_names: tuple[str, ...]
+    source_names: tuple[str, ...]
+    degenerate: tuple[str, ...] = field(default=())
+
+    @property
+    def prevalence(self) -> np.ndarray:
+        """Fraction of records that carry each target label."""
+        return self.positives / self.records
+
+    @property
+    def entropy(self) -> np.ndarray:
+        """H(y): the value of phi(y, z) for an output carrying no information about y."""
+        return binary_entropy(self.prevalence)
+
+
+def binary_entropy(p: np.ndarray | float) -> np.ndarray:
+    """Binary entropy in nats, 0 at p = 0 and p = 1."""
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(p * np.log(p) + (1 - p) * np.log1p(-p))
+    return np.where((p <= 0) | (p >= 1), 0.0, h)
+
+
+def activate(outputs: np.ndarray, activation: str, *, what: str = "outputs") -> np.ndarray:
+    """Turn raw checkpoint outputs into probabilities theta, in float64.
+
+    `logits`: sigmoid, computed in float64 (a float32 sigmoid saturates to 1.0 above ~17);
+    `probabilities`: used as they are (must lie in [0, 1]); `softmax`: multi-class logits.
+    """
+    if activation not in ACTIVATIONS:
+        raise InputError(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
+    values = _as_matrix(outputs, what)
+    _check_finite(values, what)
+    if activation == "logits":
+        return expit(values)
+    if activation == "softmax":
+        return softmax(values, axis=1)
+    low, high = values.min(initial=0.0), values.max(initial=1.0)
+    if low < 0 or high > 1:
+        raise InputError(
+            f"{what}: activation 'probabilities' needs values in [0, 1], found {low:g} .. {high:g}"
+            " (pass 'logits' if these are raw scores)"
+        )
+    return values
+
+
+def melep(
+    outputs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    activation: Activation = "probabilities",
+    weighting: Weighting = "prevalence",
+    source_weights: Sequence[float] | np.ndarray | None = None,
+    label_names: Sequence[str] | None = None,
+    source_names: Sequence[str] | None = None,
+    eps: float = EPS,
+) -> MelepResult:
+    """MELEP of checkpoint `outputs` (n x Z) for target `labels` (n x Y, 0/1). Lower is better.
+
+    `source_weights` (Z non-negative numbers, normalised here) replace the plain mean over
+    source labels, e.g. the source label distribution when it is known.
+    """
+    theta = activate(outputs, activation)
+    label_matrix = _check_labels(labels, theta.shape[0])
+    return _melep_from_probabilities(theta, label_matrix, weighting, source_weights, label_names, source_names, eps)
+
+
+class MelepAccumulator:
+    """MELEP fed batch by batch during a forward pass; `compute()` equals the one-shot `melep()`.
+
+    Keeps the raw outputs (n x Z, their own dtype, so the float64 activation later is exact)
+    and the labels (n x Y, one byte each); never the signals.
+    """
+
+    def __init__(
+        self,
+        *,
+        activation: Activation = "probabilities",
+        weighting: Weighting = "prevalence",
+        source_weights: Sequence[float] | np.ndarray | None = None,
+        label_names: Sequence[str] | None = None,
+        source_names: Sequence[str] | None = None,
+        eps: float = EPS,
+    ) -> None:
+        if activation not in ACTIVATIONS:
+            raise InputError(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
+        if weighting not in WEIGHTINGS:
+            raise InputError(f"unknown weighting {weighting!r}: use one of {', '.join(WEIGHTINGS)}")
+        self.activation = activation
+        self.weighting = weighting
+        self.source_weights = source_weights
+        self.label_names = label_names
+        self.source_names = source_names
+        self.eps = eps
+        self._outputs: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._records = 0
+
+    @property
+    def records(self) -> int:
+        """Records seen so far."""
+        return self._records
+
+    def update(self, outputs: np.ndarray, labels: np.ndarray) -> None:
+        """Add one batch: outputs (b x Z) and labels (b x Y) of the same b records."""
+        batch = _as_matrix(outputs, "outputs")
+        _check_finite(batch, "outputs")
+        batch_labels = _check_labels(labels, batch.shape[0])
+        if self._outputs and batch.shape[1] != self._outputs[0].shape[1]:
+            raise InputError(
+                f"outputs: batch has {batch.shape[1]} columns, earlier batches had {self._outputs[0].shape[1]}"
+            )
+        if self._labels and batch_labels.shape[1] != self._labels[0].shape[1]:
+            raise InputError(
+                f"labels: batch has {batch_labels.shape[1]} columns, earlier batches had {self._labels[0].shape[1]}"
+            )
+        self._outputs.append(np.array(outputs, copy=True).reshape(batch.shape))
+        self._labels.append(batch_labels)
+        self._records += batch.shape[0]
+
+    def compute(self) -> MelepResult:
+        """MELEP over every record seen."""
+        if not self._outputs:
+            raise InputError("no records: MELEP needs at least one labelled record")
+        outputs = np.concatenate(self._outputs)
+        labels = np.concatenate(self._labels)
+        theta = activate(outputs, self.activation)
+        return _melep_from_probabilities(
+            theta, labels, self.weighting, self.source_weights, self.label_names, self.source_names, self.eps
+        )
+
+
+def _melep_from_probabilities(
+    theta: np.ndarray,
+    labels: np.ndarray,
+    weighting: str,
+    source_weights: Sequence[float] | np.ndarray | None,
+    label_names: Sequence[str] | None,
+    source_names: Sequence[str] | None,
+    eps: float,
+) -> MelepResult:
+    if weighting not in WEIGHTINGS:
+        raise InputError(f"unknown weighting {weighting!r}: use one of {', '.join(WEIGHTINGS)}")
+    n, n_source = theta.shape
+    n_target = labels.shape[1]
+    target_names = _names(label_names, n_target, "y", "label names")
+    output_names = _names(source_names, n_source, "out", "source label names")
+    source_w = _source_weights(source_weights, n_source)
+
+    positives = labels.sum(axis=0, dtype=np.int64)
+    informative = (positives > 0) & (positives < n)
+    if not informative.any():
+        raise InputError(f"every target label is degenerate (all 0 or all 1 over {n} records): MELEP has no score")
+
+    theta = np.clip(theta, eps, 1.0 - eps)
+    phi = np.full((n_target, n_source), np.nan)
+    phi[informative] = _pair_scores(theta, labels[:, informative])
+    per_label = phi @ source_w
+
+    label_weights = _label_weights(weighting, positives, n, informative)
+    score = float(np.sum(label_weights[informative] * per_label[informative]))
+    degenerate = tuple(name for name, ok in zip(target_names, informative) if not ok)
+    return MelepResult(
+        score=score,
+        per_label=per_label,
+        phi=phi,
+        label_weights=label_weights,
+        source_weights=source_w,
+        positives=positives,
+        records=n,
+        weighting=weighting,
+        label_names=target_names,
+        source_names=output_names,
+        degenerate=degenerate,
+    )
+
+
+def _pair_scores(theta: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """phi(y, z) for informative labels: Y x Z, from theta (n x Z, clipped) and labels (n x Y)."""
+    n, n_source = theta.shape
+    one_minus = 1.0 - theta
+    positive = labels.astype(np.float64)
+    negative = 1.0 - positive
+    # Joint sums n * P(t, s) for every pair at once: four (Y x n) @ (n x Z) products.
+    joint_11 = positive.T @ theta
+    joint_10 = positive.T @ one_minus
+    joint_01 = negative.T @ theta
+    joint_00 = negative.T @ one_minus
+    marginal_1 = theta.sum(axis=0)
+    marginal_0 = one_minus.sum(axis=0)
+    # Conditionals C(t | s) for t = label of the record: [t][s] -> Y x Z.
+    cond = {
+        (1, 1): joint_11 / marginal_1,
+        (1, 0): joint_10 / marginal_0,
+        (0, 1): joint_01 / marginal_1,
+        (0, 0): joint_00 / marginal_0,
+    }
+    log_sum = np.zeros((labels.shape[1], n_source))
+    rows = max(1, _BLOCK_ELEMENTS // max(n_source, 1))
+    for start in range(0, n, rows):
+        block = slice(start, start + rows)
+        theta_block, one_minus_block = theta[block], one_minus[block]
+        for y in range(labels.shape[1]):
+            carries = labels[block, y].astype(bool)[:, None]
+            given_0 = np.where(carries, cond[1, 0][y], cond[0, 0][y])
+            given_1 = np.where(carries, cond[1, 1][y], cond[0, 1][y])
+            likelihood = given_0 * one_minus_block
+            likelihood += given_1 * theta_block
+            np.log(likelihood, out=likelihood)
+            log_sum[y] += likelihood.sum(axis=0)
+    return -log_sum / n
+
+
+def _label_weights(weighting: str, positives: np.ndarray, n: int, informative: np.ndarray) -> np.ndarray:
+    """Effective per-target-label weights (0 for degenerate labels), summing the score directly."""
+    weights = np.zeros(positives.shape, dtype=np.float64)
+    pos = positives[informative].astype(np.float64)
+    count = int(informative.sum())
+    if weighting == "prevalence":
+        prevalence = pos / n
+        weights[informative] = prevalence / prevalence.sum()
+    elif weighting == "paper":
+        weights[informative] = (pos / (n - pos)) / count
+    else:
+        weights[informative] = 1.0 / count
+    return weights
+
+
+def _source_weights(source_weights: Sequence[float] | np.ndarray | None, n_source: int) -> np.ndarray:
+    if source_weights is None:
+        return np.full(n_source, 1.0 / n_source)
+    weights = np.asarray(source_weights, dtype=np.float64).reshape(-1)
+    if weights.shape != (n_source,):
+        raise InputError(f"source weights: {weights.size} values given for {n_source} source labels")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise InputError("source weights: need finite, non-negative numbers with a positive sum")
+    return weights / weights.sum()
+
+
+def _names(names: Sequence[str] | None, count: int, prefix: str, what: str) -> tuple[str, ...]:
+    if names is None:
+        return tuple(f"{prefix}{i}" for i in range(count))
+    names = tuple(str(name) for name in names)
+    if len(names) != count:
+        raise InputError(f"{what}: {len(names)} given for {count} columns")
+    if len(set(names)) != len(names):
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        raise InputError(f"{what}: duplicated {', '.join(duplicated)}")
+    return names
+
+
+def _as_matrix(values: np.ndarray, what: str) -> np.ndarray:
+    """A float64 n x k view of `values` (a 1-D array is one column)."""
+    array = np.asarray(values)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)):
+        raise InputError(f"{what}: expected numbers, got dtype {array.dtype}")
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise InputError(f"{what}: expected a 2-D array (records x columns), got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise InputError(f"{what}: no records (shape {array.shape}): MELEP needs at least one")
+    if array.shape[1] == 0:
+        raise InputError(f"{what}: no columns (shape {array.shape})")
+    return array.astype(np.float64, copy=False)
+
+
+def _check_finite(values: np.ndarray, what: str) -> None:
+    finite = np.isfinite(values)
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        bad = int((~finite).sum())
+        raise InputError(
+            f"{what}: {bad} non-finite value(s) in shape {values.shape}, first {values[row, col]} "
+            f"at record {row}, column {col}"
+        )
+
+
+def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    """Labels as an n x Y uint8 matrix of 0/1, or an InputError naming what is wrong."""
+    matrix = _as_matrix(labels, "labels")
+    if matrix.shape[0] != n:
+        raise InputError(f"labels have {matrix.shape[0]} records (shape {matrix.shape}) but outputs have {n}")
+    binary = (matrix == 0) | (matrix == 1)
+    if not binary.all():
+        row, col = np.argwhere(~binary)[0]
+        raise InputError(
+            f"labels must be 0 or 1: found {matrix[row, col]} at record {row}, column {col} (shape {matrix.shape})"
+        )
+    return matrix.astype(np.uint8)

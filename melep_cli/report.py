@@ -1,0 +1,161 @@
+"""Rendering results: Rich tables for people, JSON and CSV for scripts, atomic file writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from melep_cli.metric import MelepResult
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: degenerate per-label values become null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def per_label_dict(result: MelepResult) -> dict[str, float | None]:
+    """Target label name -> m(y), None for degenerate labels."""
+    return {name: finite_or_none(value) for name, value in zip(result.label_names, result.per_label)}
+
+
+def phi_lists(result: MelepResult) -> list[list[float | None]]:
+    """phi as Y lists of Z numbers (None for degenerate rows)."""
+    return [[finite_or_none(value) for value in row] for row in result.phi]
+
+
+def score_to_dict(result: MelepResult, *, activation: str, pairs: bool = False) -> dict[str, Any]:
+    """The JSON document of `melep score`."""
+    document: dict[str, Any] = {
+        "melep": result.score,
+        "weighting": result.weighting,
+        "activation": activation,
+        "records": result.records,
+        "labels": list(result.label_names),
+        "prevalence": [float(p) for p in result.prevalence],
+        "per_label": per_label_dict(result),
+        "label_weights": {name: float(w) for name, w in zip(result.label_names, result.label_weights)},
+        "degenerate": list(result.degenerate),
+        "source_labels": list(result.source_names),
+    }
+    if pairs:
+        document["phi"] = phi_lists(result)
+    return document
+
+
+def to_json(document: Any) -> str:
+    """Stable, readable JSON text with a final newline."""
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
+
+
+def score_to_csv(result: MelepResult, *, activation: str, per_label: bool, pairs: bool) -> str:
+    """One header row and one data row: the score, then per-label and phi columns on request."""
+    header = ["melep", "weighting", "activation", "records"]
+    row: list[Any] = [repr(result.score), result.weighting, activation, result.records]
+    if per_label:
+        for name, value in zip(result.label_names, result.per_label):
+            header.append(f"per_label.{name}")
+            row.append(_csv_number(value))
+    if pairs:
+        for target, phi_row in zip(result.label_names, result.phi):
+            for source, value in zip(result.source_names, phi_row):
+                header.append(f"phi.{target}.{source}")
+                row.append(_csv_number(value))
+    return rows_to_csv([header, row])
+
+
+def rows_to_csv(rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _csv_number(value: float) -> str:
+    return repr(float(value)) if math.isfinite(value) else ""
+
+
+def format_score(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def score_table(result: MelepResult, *, activation: str, source: str | None = None) -> Table:
+    """The headline of `melep score`: the score and what it was computed from."""
+    table = Table(title="MELEP (lower is better)", show_header=True, header_style="bold")
+    for column in ("MELEP", "weighting", "activation", "records", "target labels", "source labels"):
+        table.add_column(column, justify="right" if column in ("MELEP", "records") else "left")
+    used = len(result.label_names) - len(result.degenerate)
+    table.add_row(
+        format_score(result.score),
+        result.weighting,
+        activation,
+        str(result.records),
+        f"{used} of {len(result.label_names)}",
+        str(len(result.source_names)),
+    )
+    if source:
+        table.caption = source
+    return table
+
+
+def per_label_table(result: MelepResult) -> Table:
+    """Per target label: prevalence, weight, m(y), and H(y), the value of an uninformative model."""
+    table = Table(title="Per target label", header_style="bold")
+    table.add_column("label")
+    for column in ("positives", "prevalence", "weight", "m(y)", "H(y) (no information)"):
+        table.add_column(column, justify="right")
+    entropy = result.entropy
+    for index, name in enumerate(result.label_names):
+        degenerate = name in result.degenerate
+        table.add_row(
+            name,
+            str(int(result.positives[index])),
+            f"{result.prevalence[index]:.3f}",
+            "degenerate" if degenerate else f"{result.label_weights[index]:.3f}",
+            format_score(result.per_label[index]),
+            format_score(entropy[index]),
+        )
+    return table
+
+
+def phi_table(result: MelepResult, title: str = "phi(y, z): target label x source label") -> Table:
+    """The Y x Z pair scores; the most informative source label of each row in bold."""
+    table = Table(title=title, header_style="bold")
+    table.add_column("target \\ source")
+    for name in result.source_names:
+        table.add_column(name, justify="right")
+    for name, row in zip(result.label_names, result.phi):
+        best = int(np.nanargmin(row)) if np.isfinite(row).any() else -1
+        cells = [
+            f"[bold]{format_score(value)}[/bold]" if index == best else format_score(value)
+            for index, value in enumerate(row)
+        ]
+        table.add_row(name, *cells)
+    return table
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: never a partial file."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
