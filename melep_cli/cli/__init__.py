@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+
 from melep_cli.cli import score as _score  # noqa: F401  (registers the command)
-from melep_cli.cli.app import app
+from melep_cli.cli.app import app, run
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
-    app()
+    sys.exit(run(argv))
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run"]

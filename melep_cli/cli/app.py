@@ -43,7 +43,7 @@ app = typer.Typer(
 
 #: Results go to stdout; progress, warnings and errors go to stderr, so `--format json | jq` works.
 stdout_console = Console(soft_wrap=True)
-stderr_console = Console(stderr=True)
+stderr_console = Console(stderr=True, soft_wrap=True)
 
 
 class OutputFormat(str, enum.Enum):
@@ -172,3 +172,38 @@ def parse_floats(value: str | None, option: str) -> list[float] | None:
         return [float(part) for part in split_names(value) or []]
     except ValueError:
         raise UsageError(f"{option}: expected comma-separated numbers, got {value!r}") from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        from melep_cli import __version__
+
+        typer.echo(f"melep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Rank pre-trained ECG checkpoints for a new multi-label task with MELEP (lower is better)."""
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on `argv` and return its exit code; usage errors are one line on stderr."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=list(argv) if argv is not None else None, prog_name="melep", standalone_mode=False)
+    except typer.Exit as exit_:
+        return exit_.exit_code
+    except typer.Abort:
+        stderr_console.print("melep: error: interrupted", markup=False, highlight=False)
+        return EXIT_INTERRUPTED
+    except typer.TyperException as error:
+        context = getattr(error, "ctx", None)
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        stderr_console.print(f"melep: error: {error.format_message()}{hint}", markup=False, highlight=False)
+        return error.exit_code
+    return result if isinstance(result, int) else EXIT_OK
