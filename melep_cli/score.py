@@ -38,13 +38,8 @@ def score(
             f"{output_matrix.source} has {n_outputs} records (shape {output_matrix.values.shape}) but "
             f"{label_matrix.source} has {n_labels} (shape {label_matrix.values.shape})"
         )
-    if activation == "logits" and _looks_like_probabilities(output_matrix.values):
-        log.warning(
-            f"{output_matrix.source}: every output lies in [0, 1]; if these are probabilities, "
-            "pass --activation probabilities (a sigmoid is being applied)"
-        )
     try:
-        return melep(
+        result = melep(
             output_matrix.values,
             label_matrix.values,
             activation=activation,
@@ -55,6 +50,12 @@ def score(
         )
     except InputError as error:
         raise InputError(f"{output_matrix.source} / {label_matrix.source}: {error}") from None
+    if activation == "logits" and _looks_like_probabilities(output_matrix.values):
+        log.warning(
+            f"{output_matrix.source}: every output lies in [0, 1]; if these are probabilities, "
+            "pass --activation probabilities (a sigmoid was applied)"
+        )
+    return result
 
 
 def _looks_like_probabilities(values: np.ndarray) -> bool:
