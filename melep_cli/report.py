@@ -10,12 +10,15 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.table import Table
 
 from melep_cli.metric import MelepResult
+
+if TYPE_CHECKING:
+    from melep_cli.rank import RankReport
 
 
 def finite_or_none(value: float) -> float | None:
@@ -159,3 +162,154 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+# melep rank ------------------------------------------------------------------------------------
+
+
+def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = False) -> dict[str, Any]:
+    """The JSON document of `melep rank`, as shared/spec/FORMATS.md fixes it (plus extra keys)."""
+    target = report.target
+    results = []
+    for outcome in report.outcomes:
+        entry: dict[str, Any] = {
+            "rank": outcome.rank,
+            "checkpoint": outcome.name,
+            "path": str(outcome.path),
+            "format": outcome.format,
+            "status": outcome.status,
+        }
+        if outcome.result is not None:
+            result = outcome.result
+            entry["melep"] = result.score
+            entry["per_label"] = per_label_dict(result)
+            entry["source_labels"] = list(result.source_names)
+            entry["degenerate"] = list(result.degenerate)
+            entry["records"] = result.records
+            if pairs:
+                entry["phi"] = phi_lists(result)
+        else:
+            entry["error"] = outcome.error
+        entry["device"] = outcome.device
+        entry["seconds"] = round(outcome.seconds, 6)
+        results.append(entry)
+    document: dict[str, Any] = {
+        "target": {
+            "path": target.path,
+            "format": target.format,
+            "records": target.records,
+            "labels": list(target.labels),
+            "prevalence": [float(p) for p in target.prevalence],
+            "skipped": [{"record": record, "reason": reason} for record, reason in target.skipped],
+        },
+        "weighting": report.weighting,
+        "results": results,
+        "seconds": round(report.seconds, 6),
+    }
+    if not per_label:
+        for entry in results:
+            entry.pop("per_label", None)
+    return document
+
+
+def rank_to_csv(report: RankReport, *, per_label: bool = False) -> str:
+    """One row per checkpoint: rank, name, path, format, status, melep, ..., error."""
+    header = ["rank", "checkpoint", "path", "format", "status", "melep", "source_labels", "records", "seconds", "error"]
+    labels = list(report.target.labels)
+    if per_label:
+        header += [f"per_label.{label}" for label in labels]
+    rows: list[list[Any]] = [header]
+    for outcome in report.outcomes:
+        result = outcome.result
+        row: list[Any] = [
+            outcome.rank if outcome.rank is not None else "",
+            outcome.name,
+            str(outcome.path),
+            outcome.format or "",
+            outcome.status,
+            repr(result.score) if result is not None else "",
+            len(result.source_names) if result is not None else "",
+            result.records if result is not None else "",
+            f"{outcome.seconds:.3f}",
+            outcome.error or "",
+        ]
+        if per_label:
+            values = dict(zip(result.label_names, result.per_label)) if result is not None else {}
+            row += [_csv_number(values[label]) if label in values else "" for label in labels]
+        rows.append(row)
+    return rows_to_csv(rows)
+
+
+def rank_table(report: RankReport, *, top: int | None = None) -> Table:
+    """Ranked best first: rank, checkpoint, format, MELEP, difference from the best, Z, records, seconds."""
+    target = report.target
+    table = Table(
+        title=f"MELEP ranking on {target.path} ({report.weighting} weighting; lower is better)",
+        header_style="bold",
+    )
+    for column, justify in (
+        ("rank", "right"),
+        ("checkpoint", "left"),
+        ("format", "left"),
+        ("MELEP", "right"),
+        ("Δ best", "right"),
+        ("source labels", "right"),
+        ("records", "right"),
+        ("seconds", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    ok = report.ok
+    best = ok[0].melep if ok else None
+    shown = ok if top is None else ok[:top]
+    for outcome in shown:
+        result = outcome.result
+        assert result is not None and best is not None
+        style = "bold green" if outcome.rank == 1 else None
+        table.add_row(
+            str(outcome.rank),
+            outcome.name,
+            outcome.format or "",
+            format_score(result.score),
+            "—" if outcome.rank == 1 else f"+{result.score - best:.4f}",
+            str(len(result.source_names)),
+            str(result.records),
+            f"{outcome.seconds:.2f}",
+            style=style,
+        )
+    for outcome in report.failed:
+        table.add_row("—", outcome.name, outcome.format or "", "[red]error[/red]", "", "", "", f"{outcome.seconds:.2f}")
+    labels = ", ".join(f"{name} {p:.1%}" for name, p in zip(target.labels, target.prevalence))
+    table.caption = f"{target.records} records; target labels (prevalence): {labels}"
+    return table
+
+
+def rank_errors_table(report: RankReport) -> Table | None:
+    """The message of each failed checkpoint, or None when all were ranked."""
+    if not report.failed:
+        return None
+    table = Table(title="Checkpoints that failed", header_style="bold red")
+    table.add_column("checkpoint")
+    table.add_column("error", overflow="fold")
+    for outcome in report.failed:
+        table.add_row(outcome.name, outcome.error or "")
+    return table
+
+
+def rank_per_label_table(report: RankReport, *, top: int | None = None) -> Table:
+    """Target labels x checkpoints of m(y); the best (lowest) checkpoint per label in bold."""
+    ok = report.ok if top is None else report.ok[:top]
+    table = Table(title="Per target label m(y) (lower is better; best per label in bold)", header_style="bold")
+    table.add_column("label")
+    table.add_column("prevalence", justify="right")
+    for outcome in ok:
+        table.add_column(outcome.name, justify="right")
+    for index, label in enumerate(report.target.labels):
+        values = [outcome.result.per_label[index] for outcome in ok if outcome.result is not None]
+        finite = [value for value in values if math.isfinite(value)]
+        best = min(finite) if finite else None
+        cells = [
+            f"[bold]{format_score(value)}[/bold]" if best is not None and value == best else format_score(value)
+            for value in values
+        ]
+        table.add_row(label, f"{report.target.prevalence[index]:.3f}", *cells)
+    return table

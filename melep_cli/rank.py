@@ -1,0 +1,313 @@
+"""`melep rank`: score every candidate checkpoint on one target, best (lowest MELEP) first.
+
+Orchestration only. The target is decoded once: each batch goes to every checkpoint still
+running, checkpoints whose input specs are equal share one prepared array, and each
+checkpoint's outputs feed its own MELEP accumulator. One checkpoint that fails (load, shape,
+non-finite outputs) becomes an error row; the others finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from melep_cli.checkpoints import Checkpoint, discover_checkpoints, load_checkpoint
+from melep_cli.errors import CheckpointError, MelepError, UsageError
+from melep_cli.metric import MelepAccumulator, MelepResult, Weighting
+from melep_cli.preprocess import InputSpec, prepare
+from melep_cli.targets import Batch, Target, open_target
+
+log = logging.getLogger("melep")
+
+#: Records per forward pass unless the user says otherwise (see benchmarks/ for the measurement).
+DEFAULT_BATCH_SIZE = 64
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class CheckpointOutcome:
+    """What ranking produced for one checkpoint: a MELEP result, or the error that stopped it."""
+
+    name: str
+    path: Path
+    format: str | None
+    status: str = "ok"
+    result: MelepResult | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    device: str | None = None
+    rank: int | None = None
+
+    @property
+    def melep(self) -> float | None:
+        return self.result.score if self.result is not None else None
+
+
+@dataclass
+class TargetSummary:
+    """The target as ranked: the records actually scored and their label prevalence."""
+
+    path: str
+    format: str
+    records: int
+    labels: tuple[str, ...]
+    positives: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def prevalence(self) -> np.ndarray:
+        return self.positives / max(self.records, 1)
+
+
+@dataclass
+class RankReport:
+    """The ranking: successful checkpoints by ascending MELEP, then failed ones."""
+
+    target: TargetSummary
+    weighting: str
+    outcomes: list[CheckpointOutcome]
+    seconds: float
+    decode_passes: int = 1
+
+    @property
+    def ok(self) -> list[CheckpointOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.status == "ok"]
+
+    @property
+    def failed(self) -> list[CheckpointOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.status != "ok"]
+
+
+def rank(
+    checkpoints: Sequence[str | Path],
+    target: str | Path | Target,
+    *,
+    recursive: bool = False,
+    device: str = "auto",
+    strict_device: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    weighting: Weighting = "prevalence",
+    source_weighted: bool = False,
+    progress: ProgressCallback | None = None,
+    **target_options: Any,
+) -> RankReport:
+    """Rank the checkpoints found in `checkpoints` by MELEP on `target` (lower is better).
+
+    `target` is a path opened with `open_target(path, **target_options)`, or an open Target.
+    Raises UsageError/TargetError for problems that stop the whole run; a checkpoint's own
+    problems become its error row.
+    """
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    started = time.perf_counter()
+    paths = discover_checkpoints(checkpoints, recursive=recursive)
+    opened = target if not isinstance(target, (str, Path)) else open_target(target, **target_options)
+
+    outcomes: list[CheckpointOutcome] = []
+    running: list[_Running] = []
+    for path in paths:
+        outcome, loaded = _load(path, device=device, strict_device=strict_device)
+        outcomes.append(outcome)
+        if loaded is not None:
+            running.append(_Running(loaded, outcome, weighting, source_weighted, opened.label_names))
+
+    positives = np.zeros(len(opened.label_names), dtype=np.int64)
+    records = 0
+    total = len(opened)
+    for batch in _prefetch(opened.batches(batch_size)):
+        labels = np.asarray(batch.labels, dtype=np.uint8)
+        positives += labels.sum(axis=0, dtype=np.int64)
+        records += labels.shape[0]
+        prepared: dict[InputSpec, np.ndarray] = {}
+        for item in running:
+            if item.outcome.status == "ok":
+                item.feed(batch, labels, prepared, batch_size)
+        if progress is not None:
+            progress(records, total)
+
+    for item in running:
+        item.finish()
+    _assign_ranks(outcomes)
+    summary = TargetSummary(
+        path=str(opened.path),
+        format=opened.format,
+        records=records,
+        labels=tuple(opened.label_names),
+        positives=positives,
+        skipped=list(opened.skipped),
+    )
+    return RankReport(
+        target=summary,
+        weighting=weighting,
+        outcomes=outcomes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+class _Running:
+    """One loaded checkpoint during the pass over the target."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        outcome: CheckpointOutcome,
+        weighting: str,
+        source_weighted: bool,
+        label_names: Sequence[str],
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.outcome = outcome
+        metadata = checkpoint.metadata
+        source_weights = None
+        if source_weighted:
+            if metadata.source_prevalence is not None:
+                source_weights = metadata.source_prevalence
+            else:
+                log.warning(f"{checkpoint.name}: no source_prevalence in its metadata; using the plain mean over z")
+        self.accumulator = MelepAccumulator(
+            activation=checkpoint.activation,  # type: ignore[arg-type]
+            weighting=weighting,  # type: ignore[arg-type]
+            source_weights=source_weights,
+            label_names=label_names,
+            source_names=checkpoint.labels,
+        )
+        self._layout_checked = False
+
+    def feed(self, batch: Batch, labels: np.ndarray, prepared: dict[InputSpec, np.ndarray], batch_size: int) -> None:
+        started = time.perf_counter()
+        try:
+            spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=None)
+            if not self._layout_checked:
+                self._probe_layout(batch, spec)
+                spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=None)
+                self._layout_checked = True
+            inputs = prepared.get(spec)
+            if inputs is None:
+                inputs = prepare(batch.signals, batch.sampling_rate, batch.leads, spec)
+                prepared[spec] = inputs
+            outputs = self.checkpoint.predict(inputs, batch_size=batch_size)
+            self.accumulator.update(outputs, labels)
+        except MelepError as error:
+            self._fail(error)
+        except Exception as error:  # a broken checkpoint must never lose the others' results
+            self._fail(error)
+        finally:
+            self.outcome.seconds += time.perf_counter() - started
+
+    def _probe_layout(self, batch: Batch, spec: InputSpec) -> None:
+        if not self.checkpoint.needs_probe:
+            return
+        example_spec = InputSpec(
+            sampling_rate=spec.sampling_rate,
+            samples=spec.samples,
+            leads=spec.leads,
+            layout="NCT",
+            normalization=spec.normalization,
+            dtype=spec.dtype,
+        )
+        example = prepare([batch.signals[0]], batch.sampling_rate, batch.leads, example_spec)
+        self.checkpoint.probe_layout(example)
+
+    def finish(self) -> None:
+        if self.outcome.status != "ok":
+            return
+        started = time.perf_counter()
+        try:
+            if self.accumulator.records == 0:
+                raise CheckpointError(f"{self.checkpoint.name}: no target records reached this checkpoint")
+            # Without metadata labels, Z (and so out0 .. out{Z-1}) is known only after a forward pass.
+            self.accumulator.source_names = self.checkpoint.labels
+            self.outcome.result = self.accumulator.compute()
+        except MelepError as error:
+            self._fail(error)
+        finally:
+            self.outcome.seconds += time.perf_counter() - started
+
+    def _fail(self, error: BaseException) -> None:
+        message = str(error) if isinstance(error, MelepError) else f"{type(error).__name__}: {error}"
+        if not message.startswith(self.checkpoint.name):
+            message = f"{self.checkpoint.name}: {message}"
+        self.outcome.status = "error"
+        self.outcome.error = message
+        log.warning(message)
+
+
+def _load(path: Path, *, device: str, strict_device: bool) -> tuple[CheckpointOutcome, Checkpoint | None]:
+    started = time.perf_counter()
+    outcome = CheckpointOutcome(name=path.stem, path=path, format=_format_of(path))
+    try:
+        checkpoint = load_checkpoint(path, device=device, strict_device=strict_device)
+    except UsageError:
+        raise
+    except MelepError as error:
+        outcome.status, outcome.error = "error", str(error)
+        log.warning(str(error))
+        return outcome, None
+    except Exception as error:  # a broken file must never lose the others' results
+        outcome.status, outcome.error = "error", f"{path}: cannot load: {type(error).__name__}: {error}"
+        log.warning(outcome.error)
+        return outcome, None
+    finally:
+        outcome.seconds = time.perf_counter() - started
+    outcome.name, outcome.format, outcome.device = checkpoint.name, checkpoint.format, checkpoint.device
+    return outcome, checkpoint
+
+
+def _format_of(path: Path) -> str | None:
+    return "onnx" if path.suffix.lower() == ".onnx" else "torchscript"
+
+
+def _assign_ranks(outcomes: list[CheckpointOutcome]) -> None:
+    """Sort in place: ok results by ascending MELEP (ties by name), then failures by name."""
+    outcomes.sort(key=lambda o: (o.status != "ok", o.melep if o.melep is not None else 0.0, o.name))
+    for position, outcome in enumerate(outcomes, start=1):
+        outcome.rank = position if outcome.status == "ok" else None
+
+
+def _prefetch(batches: Iterable[Batch], depth: int = 2) -> Iterator[Batch]:
+    """Decode the next batches in a background thread while the current one runs through the models."""
+    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        buffer.put(("batch", batch), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(("done", None))
+        except BaseException as error:  # handed to the consumer, raised there
+            buffer.put(("error", error))
+
+    worker = threading.Thread(target=produce, name="melep-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "batch":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.1)
