@@ -74,9 +74,7 @@ class Hdf5Target(Target):
                 raise TargetError(f"{path}: no 'signals' (or 'tracings') dataset; found {', '.join(handle) or 'none'}")
             signals = handle[self.signal_name]
             if signals.ndim != 3:
-                raise TargetError(
-                    f"{path}: dataset {self.signal_name!r} has shape {signals.shape}, expected (n, T, L)"
-                )
+                raise TargetError(f"{path}: dataset {self.signal_name!r} has shape {signals.shape}, expected (n, T, L)")
             if not (np.issubdtype(signals.dtype, np.number) and not np.issubdtype(signals.dtype, np.complexfloating)):
                 raise TargetError(f"{path}: dataset {self.signal_name!r} has type {signals.dtype}, not numbers")
             count, samples, n_leads = signals.shape
