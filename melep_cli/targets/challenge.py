@@ -163,8 +163,8 @@ def read_mat_signal(header: Header) -> np.ndarray:
         values = scipy.io.loadmat(mat_path)["val"]
     except KeyError:
         raise TargetError(f"{mat_path}: no 'val' array") from None
-    except (OSError, ValueError, TypeError, NotImplementedError) as error:
-        raise TargetError(f"{mat_path}: cannot read MATLAB file ({error})") from None
+    except Exception as error:  # scipy raises MatReadError, ValueError, OSError, ... for broken files
+        raise TargetError(f"{mat_path}: cannot read MATLAB file ({type(error).__name__}: {error})") from None
     values = np.asarray(values)
     if values.ndim != 2 or values.shape[0] != header.n_signals:
         raise TargetError(f"{mat_path}: 'val' has shape {values.shape}; expected ({header.n_signals}, samples)")

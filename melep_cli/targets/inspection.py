@@ -98,6 +98,8 @@ def target_inspection_tables(info: dict[str, Any]) -> list[Table]:
         summary.add_row(
             "sampling rates", ", ".join(f"{rate} Hz ({count:,})" for rate, count in info["sampling_rates"].items())
         )
+    elif info.get("header_sampling_rates"):
+        summary.add_row("sampling rates", ", ".join(f"{rate:g} Hz" for rate in info["header_sampling_rates"]))
     elif info.get("sampling_rate"):
         summary.add_row("sampling rate", f"{info['sampling_rate']:g} Hz")
     if info.get("seconds"):
