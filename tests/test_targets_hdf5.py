@@ -102,8 +102,8 @@ def test_labels_csv_is_joined_by_id_not_position(tmp_path, caplog):
     expected = np.array([truth[i] for i in ids[:-3]], dtype=np.uint8)
     np.testing.assert_array_equal(target.labels, expected)
     messages = " ".join(record.getMessage() for record in caplog.records)
-    assert "3 records have no row" in messages and str(ids[-1]) in messages
-    assert "1 rows name records not in" in messages and "99999" in messages
+    assert "left out 3 records with no row" in messages and str(ids[-1]) in messages
+    assert "1 row for records not in" in messages and "99999" in messages
     assert {record_id for record_id, _ in target.skipped} == {str(i) for i in ids[-3:]}
     decoded_ids, decoded, decoded_labels = all_records(target)
     assert decoded_ids == target.record_ids
@@ -146,7 +146,7 @@ def test_code15_names_and_exams_csv(tmp_path, caplog):
     expected = [[int(csv_rows[i][name]) for name in ("AF", "1dAVb", "RBBB")] for i in target.record_ids]
     np.testing.assert_array_equal(target.labels, expected)
     messages = " ".join(record.getMessage() for record in caplog.records)
-    assert "400 Hz" in messages and "123456" in messages and "1 records have no row" in messages
+    assert "400 Hz" in messages and "123456" in messages and "left out 1 record with no row" in messages
 
 
 def test_nan_and_flat_records_are_skipped_or_fail_in_strict_mode(tmp_path, caplog):

@@ -82,7 +82,7 @@ def test_500_hz_files_exist_for_the_first_500_records_only(ptbxl, caplog):
     rows = [row for row in database_rows(ptbxl) if row["strat_fold"] == "10"]
     assert target.record_ids == [row["ecg_id"] for row in rows if int(row["ecg_id"]) <= 500]
     assert len(target.skipped) == sum(int(row["ecg_id"]) > 500 for row in rows)
-    assert any("have no 500 Hz file" in record.getMessage() for record in caplog.records)
+    assert any("with no 500 Hz file" in record.getMessage() for record in caplog.records)
     batch = next(iter(target.batches(4)))
     assert batch.sampling_rate == 500.0 and batch.signals.shape == (4, 5000, 12)
     with pytest.raises(TargetError, match="strict"):

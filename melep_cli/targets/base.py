@@ -206,8 +206,12 @@ def describe_skips(skips: Sequence[tuple[str, str]]) -> str:
     """'3 records (A1: flat on every lead, ...)' naming the first few."""
     named = ", ".join(f"{record_id}: {reason}" for record_id, reason in skips[:NAMED_SKIPS])
     more = f", and {len(skips) - NAMED_SKIPS} more" if len(skips) > NAMED_SKIPS else ""
-    noun = "record" if len(skips) == 1 else "records"
-    return f"{len(skips)} {noun} ({named}{more})"
+    return f"{count_noun(len(skips), 'record')} ({named}{more})"
+
+
+def count_noun(count: int, noun: str) -> str:
+    """'1 record', '3 records'."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 def describe_ids(ids: Sequence[str]) -> str:

@@ -139,8 +139,11 @@ def convert(
     )
     if output.exists() and output.resolve() == target.path.resolve():
         raise UsageError(f"{output}: the output would overwrite the source")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    except OSError as error:
+        raise UsageError(f"{output}: cannot write here ({error.strerror or error})") from None
     os.close(handle)
     temporary = Path(temporary_name)
     try:
@@ -150,6 +153,9 @@ def convert(
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; the output gets the usual permissions
         os.replace(temporary, output)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)  # readers turn their own OSErrors into TargetError: this one is ours
+        raise UsageError(f"{output}: cannot write ({error})") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

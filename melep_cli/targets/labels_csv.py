@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from melep_cli.errors import TargetError
-from melep_cli.targets.base import describe_ids, normalize_id
+from melep_cli.targets.base import count_noun, describe_ids, normalize_id
 
 log = logging.getLogger("melep")
 
@@ -113,13 +113,13 @@ def join_labels(record_ids: Sequence[str], table: LabelTable, *, source: Path | 
             f"(record ids look like {example_record!r}, CSV ids like {table.ids[0]!r})"
         )
     if missing_in_csv:
-        message = f"{source}: {len(missing_in_csv)} records have no row in {table.path.name} and are left out"
+        message = f"{source}: left out {count_noun(len(missing_in_csv), 'record')} with no row in {table.path.name}"
         if strict:
             raise TargetError(f"{message} (strict mode; first: {missing_in_csv[0]})")
         log.warning(f"{message} ({describe_ids(missing_in_csv)})")
     if missing_in_target:
         log.warning(
-            f"{table.path}: {len(missing_in_target)} rows name records not in {source} "
+            f"{table.path}: {count_noun(len(missing_in_target), 'row')} for records not in {source} "
             f"({describe_ids(missing_in_target)})"
         )
     rows = np.fromiter((row_of[record_ids[i]] for i in positions), dtype=np.int64, count=len(positions))

@@ -18,6 +18,7 @@ from melep_cli.errors import TargetError, UsageError
 from melep_cli.targets.base import (
     RecordRead,
     Target,
+    count_noun,
     describe_ids,
     matrix_from_sets,
     names_by_count,
@@ -133,7 +134,7 @@ class PtbxlTarget(Target):
         except OSError as error:
             raise TargetError(f"{database}: cannot read ({error})") from None
         if excluded:
-            message = f"{path}: {len(excluded)} records have no {rate} Hz file and are left out"
+            message = f"{path}: left out {count_noun(len(excluded), 'record')} with no {rate} Hz file"
             if strict:
                 raise TargetError(f"{message} (strict mode; first: ecg_id {excluded[0][0]})")
             log.warning(f"{message} (ecg_id {describe_ids([i for i, _ in excluded])})")
