@@ -92,7 +92,7 @@ def convert_command(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Write SOURCE (HDF5, WFDB/Challenge or PTB-XL) to OUT in melep's HDF5 layout, optionally resampled and cut."""
+    """Write SOURCE (HDF5, WFDB/Challenge or PTB-XL) to OUTPUT in melep's HDF5 layout, optionally resampled and cut."""
     configure_logging(quiet=quiet)
     with cli_errors(debug):
         options = target_kwargs(
