@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from melep_cli.cli import convert as _convert  # noqa: F401  (registers the command)
 from melep_cli.cli import score as _score  # noqa: F401  (registers the command)
 from melep_cli.cli.app import app, run
 

@@ -1,0 +1,135 @@
+"""Options that choose a target's records and labels, shared by `inspect`, `convert` and `rank`.
+
+Use the Annotated types as parameter annotations and `target_kwargs(...)` to turn the values into
+`open_target` keyword arguments.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from melep_cli.cli.app import split_names
+
+TARGET_PANEL = "Target"
+
+
+class TargetFormat(str, enum.Enum):
+    """How to read the target (default: detected from the path)."""
+
+    hdf5 = "hdf5"
+    wfdb = "wfdb"
+    ptbxl = "ptbxl"
+
+
+class PtbxlLabels(str, enum.Enum):
+    """Which PTB-XL statements become target labels."""
+
+    superclass = "superclass"
+    subclass = "subclass"
+    diagnostic = "diagnostic"
+    form = "form"
+    rhythm = "rhythm"
+    all = "all"
+
+
+TargetArgument = Annotated[
+    Path,
+    typer.Argument(
+        help="Labelled ECG records: an HDF5 file, a WFDB / PhysioNet Challenge directory or a PTB-XL directory.",
+        show_default=False,
+    ),
+]
+TargetFormatOption = Annotated[
+    TargetFormat | None,
+    typer.Option(
+        "--target-format",
+        help="Read the target as this format instead of detecting it from the path.",
+        case_sensitive=False,
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+LabelsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--labels",
+        help=(
+            "Comma-separated target labels: names, Challenge abbreviations or SNOMED CT codes, PTB-XL statements "
+            "or classes. Default: every label with at least --min-positives positives and one negative."
+        ),
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+LabelsCsvOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels-csv",
+        help="CSV with one row per record id and one 0/1 column per label (e.g. CODE-15%'s exams.csv); joined by id.",
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+MinPositivesOption = Annotated[
+    int,
+    typer.Option(
+        "--min-positives",
+        min=1,
+        help="Default label set: labels with at least this many positive records (and one negative).",
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+PtbxlLabelsOption = Annotated[
+    PtbxlLabels,
+    typer.Option(
+        "--ptbxl-labels",
+        help="PTB-XL labels: diagnostic superclasses, subclasses, diagnostic/form/rhythm statements, or all.",
+        case_sensitive=False,
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+FoldsOption = Annotated[
+    str | None,
+    typer.Option("--folds", help="PTB-XL strat_fold selection, e.g. '9,10' or '1-8'.", rich_help_panel=TARGET_PANEL),
+]
+TargetSamplingRateOption = Annotated[
+    float | None,
+    typer.Option(
+        "--sampling-rate",
+        help="PTB-XL: read the 100 or 500 Hz records (default 100). HDF5: the rate of a file without the attribute.",
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Fail on the first unreadable, NaN or flat record (or unlabelled id) instead of skipping it.",
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+
+
+def target_kwargs(
+    *,
+    target_format: TargetFormat | str | None = None,
+    labels: str | None = None,
+    labels_csv: Path | None = None,
+    min_positives: int = 10,
+    ptbxl_labels: PtbxlLabels | str = PtbxlLabels.superclass,
+    folds: str | None = None,
+    sampling_rate: float | None = None,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """The CLI's target option values as `open_target` keyword arguments."""
+    return {
+        "target_format": target_format.value if isinstance(target_format, TargetFormat) else target_format,
+        "labels": split_names(labels),
+        "labels_csv": labels_csv,
+        "min_positives": min_positives,
+        "ptbxl_labels": ptbxl_labels.value if isinstance(ptbxl_labels, PtbxlLabels) else ptbxl_labels,
+        "folds": folds,
+        "sampling_rate": sampling_rate,
+        "strict": strict,
+    }

@@ -1,0 +1,354 @@
+"""What every target reader shares: the Batch, the Target base class, label selection, record skips.
+
+A target is the user's labelled ECG set. Its labels are known when it is opened (so a report can
+state them before any signal is decoded); its signals are decoded lazily, in batches of bounded
+size, every time `batches()` is called.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from melep_cli.errors import TargetError, UsageError
+
+log = logging.getLogger("melep")
+
+#: Lead order assumed when a file does not name its leads (FORMATS.md).
+STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+#: How many record ids a skip warning names before it says "and N more".
+NAMED_SKIPS = 5
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Decoded records of one sampling rate and one lead set, with their labels and ids."""
+
+    signals: np.ndarray | list[np.ndarray]  # b records, each (T_i, L) float32 mV; uniform: one (b, T, L) array
+    sampling_rate: float
+    leads: tuple[str, ...]
+    labels: np.ndarray  # (b, Y) uint8, columns in Target.label_names order
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class RecordRead(NamedTuple):
+    """One record as a reader decoded it: the signal, or why it could not be read."""
+
+    index: int  # position in Target.record_ids
+    signal: np.ndarray | None  # (T, L) float32 mV
+    sampling_rate: float
+    leads: tuple[str, ...]
+    failure: str | None = None
+
+
+class Target:
+    """A labelled ECG set: labels known at open time, signals streamed by `batches()`.
+
+    Subclasses set the record list and labels in their constructor and implement either
+    `_iter_records()` (one record at a time) or `_batches()` (already batched, e.g. HDF5 slices).
+    """
+
+    format: str = ""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        label_names: Sequence[str],
+        labels: np.ndarray,
+        record_ids: Sequence[str],
+        excluded: Sequence[tuple[str, str]] = (),
+        strict: bool = False,
+        label_source: str = "",
+        label_aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.label_names: tuple[str, ...] = tuple(label_names)
+        self.labels: np.ndarray = np.ascontiguousarray(labels, dtype=np.uint8).reshape(len(record_ids), -1)
+        self.record_ids: list[str] = list(record_ids)
+        self.strict = strict
+        self.label_source = label_source
+        #: Other names of the selected labels (SNOMED codes, equivalent abbreviations), name -> label.
+        self.label_aliases: dict[str, str] = dict(label_aliases or {})
+        #: Records left out before decoding (no labels row, file absent, unreadable header): (id, reason).
+        self.excluded: list[tuple[str, str]] = list(excluded)
+        self._decode_skips: list[tuple[str, str]] = []
+
+    # -- the contract -------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.record_ids)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(record id, reason) of every record left out: at open time, then while iterating."""
+        return [*self.excluded, *self._decode_skips]
+
+    def batches(self, batch_size: int = 64) -> Iterator[Batch]:
+        """Decoded records, at most `batch_size` per batch, in record order; each call re-reads from the start.
+
+        Records that cannot be read, contain NaN or are flat on every lead are skipped (a warning at the
+        end names the first few); with strict=True the first such record raises TargetError.
+        """
+        if batch_size < 1:
+            raise UsageError(f"batch size must be at least 1, got {batch_size}")
+        self._decode_skips = []
+        yield from self._batches(batch_size)
+        if self._decode_skips:
+            log.warning(f"{self.path}: skipped {describe_skips(self._decode_skips)}")
+
+    def prevalence(self) -> np.ndarray:
+        """Fraction of positives of every selected label over the selected records."""
+        if len(self) == 0:
+            return np.zeros(len(self.label_names))
+        return self.labels.mean(axis=0, dtype=np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        """What is known without decoding: format, records, labels with prevalence, records left out."""
+        positives = self.labels.sum(axis=0, dtype=np.int64) if len(self) else np.zeros(len(self.label_names), int)
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "records": len(self),
+            "label_source": self.label_source,
+            "labels": [
+                {"name": name, "positives": int(count), "prevalence": float(rate)}
+                for name, count, rate in zip(self.label_names, positives, self.prevalence())
+            ],
+            "excluded": [{"id": record_id, "reason": reason} for record_id, reason in self.excluded],
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, records={len(self)}, labels={list(self.label_names)})"
+
+    # -- for subclasses -----------------------------------------------------------------------------------------
+    def _iter_records(self) -> Iterator[RecordRead]:
+        raise NotImplementedError
+
+    def _batches(self, batch_size: int) -> Iterator[Batch]:
+        """Group records from `_iter_records()`: a new batch when full or when the rate or leads change."""
+        pending: list[tuple[int, np.ndarray]] = []
+        key: tuple[float, tuple[str, ...]] | None = None
+        for read in self._iter_records():
+            failure = read.failure or bad_record_reason(read.signal)
+            if failure is not None:
+                self._skip(self.record_ids[read.index], failure)
+                continue
+            assert read.signal is not None
+            record_key = (read.sampling_rate, read.leads)
+            if pending and (record_key != key or len(pending) >= batch_size):
+                yield self._make_batch(pending, *key)  # type: ignore[misc]
+                pending = []
+            key = record_key
+            pending.append((read.index, read.signal))
+        if pending:
+            yield self._make_batch(pending, *key)  # type: ignore[misc]
+
+    def _make_batch(self, records: Sequence[tuple[int, np.ndarray]], rate: float, leads: tuple[str, ...]) -> Batch:
+        indices = np.fromiter((index for index, _ in records), dtype=np.int64, count=len(records))
+        return Batch(
+            signals=stack_if_uniform([signal for _, signal in records]),
+            sampling_rate=float(rate),
+            leads=tuple(leads),
+            labels=self.labels[indices],
+            ids=[self.record_ids[index] for index in indices],
+        )
+
+    def _skip(self, record_id: str, reason: str) -> None:
+        if self.strict:
+            raise TargetError(f"{self.path}: record {record_id}: {reason} (strict mode)")
+        self._decode_skips.append((record_id, reason))
+
+
+def stack_if_uniform(signals: Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """One (b, T, L) array when every record has the same shape, else the list."""
+    if signals and all(signal.shape == signals[0].shape for signal in signals):
+        return np.stack(signals)
+    return list(signals)
+
+
+def bad_record_reason(signal: np.ndarray | None) -> str | None:
+    """Why a decoded (T, L) record is unusable, or None."""
+    if signal is None or signal.ndim != 2 or signal.shape[0] == 0 or signal.shape[1] == 0:
+        return "no samples"
+    if not np.isfinite(signal).all():
+        return "contains NaN or infinite values"
+    if (signal.max(axis=0) == signal.min(axis=0)).all():
+        return "flat on every lead"
+    return None
+
+
+def bad_rows(block: np.ndarray) -> list[str | None]:
+    """`bad_record_reason` for every record of a (b, T, L) block, vectorised."""
+    if block.shape[1] == 0 or block.shape[2] == 0:
+        return ["no samples"] * block.shape[0]
+    nonfinite = ~np.isfinite(block).all(axis=(1, 2))
+    flat = (block.max(axis=1) == block.min(axis=1)).all(axis=1)
+    reasons: list[str | None] = [None] * block.shape[0]
+    for row in np.flatnonzero(flat):
+        reasons[row] = "flat on every lead"
+    for row in np.flatnonzero(nonfinite):
+        reasons[row] = "contains NaN or infinite values"
+    return reasons
+
+
+def describe_skips(skips: Sequence[tuple[str, str]]) -> str:
+    """'3 records (A1: flat on every lead, ...)' naming the first few."""
+    named = ", ".join(f"{record_id}: {reason}" for record_id, reason in skips[:NAMED_SKIPS])
+    more = f", and {len(skips) - NAMED_SKIPS} more" if len(skips) > NAMED_SKIPS else ""
+    return f"{count_noun(len(skips), 'record')} ({named}{more})"
+
+
+def count_noun(count: int, noun: str) -> str:
+    """'1 record', '3 records'."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+def describe_ids(ids: Sequence[str]) -> str:
+    """'527, 563, 633, 722, 723 and 509 more'."""
+    named = ", ".join(ids[:NAMED_SKIPS])
+    return f"{named} and {len(ids) - NAMED_SKIPS} more" if len(ids) > NAMED_SKIPS else named
+
+
+# -- record ids ----------------------------------------------------------------------------------------------------
+def normalize_id(value: Any) -> str:
+    """A record id as text: bytes decoded, whitespace stripped, integral numbers without '.0'."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (np.floating, float)):
+        return str(int(value)) if math.isfinite(value) and float(value).is_integer() else str(value)
+    text = str(value).strip()
+    if re.fullmatch(r"[+-]?\d+\.0*", text):
+        return str(int(float(text)))
+    return text
+
+
+def check_unique_ids(record_ids: Sequence[str], source: Path | str) -> None:
+    """TargetError naming the first id that occurs twice."""
+    seen: set[str] = set()
+    for record_id in record_ids:
+        if record_id in seen:
+            raise TargetError(f"{source}: record id {record_id!r} occurs more than once")
+        seen.add(record_id)
+
+
+# -- labels --------------------------------------------------------------------------------------------------------
+def matrix_from_sets(label_sets: Sequence[Iterable[str]], names: Sequence[str]) -> np.ndarray:
+    """(n, Y) uint8 with a 1 where record i has label names[j]."""
+    column = {name: j for j, name in enumerate(names)}
+    matrix = np.zeros((len(label_sets), len(names)), dtype=np.uint8)
+    for i, record_labels in enumerate(label_sets):
+        for name in record_labels:
+            if name in column:
+                matrix[i, column[name]] = 1
+    return matrix
+
+
+def names_by_count(label_sets: Sequence[Iterable[str]]) -> list[str]:
+    """Every label that occurs, most frequent first (ties by name)."""
+    counts: dict[str, int] = {}
+    for record_labels in label_sets:
+        for name in record_labels:
+            counts[name] = counts.get(name, 0) + 1
+    return sorted(counts, key=lambda name: (-counts[name], name))
+
+
+def select_labels(
+    names: Sequence[str],
+    matrix: np.ndarray,
+    requested: Sequence[str] | None,
+    *,
+    min_positives: int,
+    source: Path | str,
+    aliases: Mapping[str, str] | None = None,
+    elsewhere: Mapping[str, str] | None = None,
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """The target labels and their (n, Y) columns.
+
+    `requested` None: every label with at least `min_positives` positives and at least one negative.
+    Otherwise the requested labels in that order, each matched by name or alias (SNOMED code, an
+    equivalent abbreviation), case-insensitively; a name that matches nothing is a TargetError that
+    lists what exists. `elsewhere` maps names that exist under other options to a hint.
+    """
+    names = list(names)
+    matrix = np.asarray(matrix, dtype=np.uint8).reshape(-1, len(names))
+    positives = matrix.sum(axis=0, dtype=np.int64)
+    negatives = matrix.shape[0] - positives
+    if requested is None:
+        keep = [j for j in range(len(names)) if positives[j] >= min_positives and negatives[j] >= 1]
+        if not keep:
+            counts = ", ".join(f"{names[j]} {positives[j]}" for j in np.argsort(-positives, kind="stable")[:10])
+            raise TargetError(
+                f"{source}: no label has at least {min_positives} positives and one negative among "
+                f"{matrix.shape[0]} records (most frequent: {counts or 'none'}); lower --min-positives or pass --labels"
+            )
+        return tuple(names[j] for j in keep), matrix[:, keep]
+
+    lookup: dict[str, int] = {}
+    for j, name in enumerate(names):
+        lookup.setdefault(name.casefold(), j)
+    for alias, name in (aliases or {}).items():
+        if name in names:
+            lookup.setdefault(str(alias).casefold(), names.index(name))
+    chosen: list[int] = []
+    missing: list[str] = []
+    for label in requested:
+        j = lookup.get(str(label).strip().casefold())
+        if j is None:
+            missing.append(str(label))
+        elif j not in chosen:
+            chosen.append(j)
+    if missing:
+        hints = [f"{name} {elsewhere[name.casefold()]}" for name in missing if name.casefold() in (elsewhere or {})]
+        listing = ", ".join(names[:60]) + (f", ... ({len(names)} in all)" if len(names) > 60 else "")
+        raise TargetError(
+            f"{source}: label{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found"
+            + (f" ({'; '.join(hints)})" if hints else "")
+            + f"; labels here: {listing or 'none'}"
+        )
+    for j in chosen:
+        if positives[j] == 0 or negatives[j] == 0:
+            kind = "no positive" if positives[j] == 0 else "no negative"
+            log.warning(f"{source}: label {names[j]} has {kind} record; its MELEP term is degenerate")
+    return tuple(names[j] for j in chosen), matrix[:, chosen]
+
+
+# -- folds ---------------------------------------------------------------------------------------------------------
+def parse_folds(value: str | int | Iterable[int] | None) -> frozenset[int] | None:
+    """'9,10' / '1-8' / '1-3,9' / [9, 10] -> the fold numbers; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return frozenset({value})
+    if not isinstance(value, str):
+        return frozenset(int(fold) for fold in value)
+    folds: set[int] = set()
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
+        if match is None:
+            raise UsageError(f"--folds: expected numbers and ranges like '9,10' or '1-8', got {value!r}")
+        if match.group(3) is not None:
+            folds.add(int(match.group(3)))
+        else:
+            first, last = int(match.group(1)), int(match.group(2))
+            if first > last:
+                raise UsageError(f"--folds: range {part!r} runs backwards")
+            folds.update(range(first, last + 1))
+    if not folds:
+        raise UsageError(f"--folds: no fold in {value!r}")
+    return frozenset(folds)

@@ -1,0 +1,223 @@
+"""WFDB headers as PhysioNet/CinC Challenge 2020/2021 files really are, and their SNOMED CT labels.
+
+Why a hand-written header parser: `wfdb.rdheader` rejects real Challenge headers (the Georgia
+record lines start `E00271.mat 12 500 5000`, a file name where the record name belongs; dates like
+`05-May-2020` are non-standard), and it does not expose the `#Dx:` comments in a form we can
+validate. The parser below reads only the fields we need (rate, length, per-signal file, format,
+gain, baseline, units, lead name, comments) and tolerates those quirks. Signals in `.dat` files are
+still decoded with `wfdb.rdrecord` wherever wfdb can read the header.
+
+The SNOMED CT -> abbreviation table `melep_cli/data/dx_mapping.csv` is the Challenge 2021 mapping
+(physionetchallenges/evaluation-2021, MIT License) with the scored equivalence pairs merged.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from melep_cli.errors import TargetError
+
+#: Physical units -> factor to millivolts.
+UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "nv": 1e-6, "v": 1e3}
+#: WFDB's default gain (adu per physical unit) when a header gives 0 or none.
+DEFAULT_GAIN = 200.0
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """One signal line of a WFDB header."""
+
+    file_name: str
+    fmt: str
+    byte_offset: int
+    gain: float  # adu per physical unit
+    baseline: float  # adu that means 0
+    units: str
+    name: str
+    plain_format16: bool = False  # format 16, no samples-per-frame or skew: readable with np.fromfile
+
+    @property
+    def mv_per_unit(self) -> float:
+        return UNIT_TO_MV.get(self.units.casefold(), 1.0)
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a WFDB header says about one record."""
+
+    path: Path
+    record_name: str
+    n_signals: int
+    sampling_rate: float
+    n_samples: int | None
+    signals: tuple[SignalSpec, ...]
+    comments: tuple[str, ...]
+
+    @property
+    def leads(self) -> tuple[str, ...]:
+        return tuple(signal.name for signal in self.signals)
+
+    def comment(self, key: str) -> str | None:
+        """The value of a `#Key: value` comment, or None."""
+        for line in self.comments:
+            name, colon, value = line.partition(":")
+            if colon and name.strip().casefold() == key.casefold():
+                return value.strip()
+        return None
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _leading_number(text: str, what: str, path: Path) -> float:
+    match = _NUMBER.match(text)
+    if match is None:
+        raise TargetError(f"{path}: header {what} {text!r} is not a number")
+    return float(match.group(0))
+
+
+def parse_header(path: str | Path) -> Header:
+    """Parse a WFDB `.hea` robustly (see the module docstring); TargetError naming the file if it is unusable."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="latin-1")
+    except OSError as error:
+        raise TargetError(f"{path}: cannot read header ({error})") from None
+    lines = [line.strip() for line in text.splitlines()]
+    comments = tuple(line.lstrip("#").strip() for line in lines if line.startswith("#"))
+    fields = [line.split() for line in lines if line and not line.startswith("#")]
+    if not fields:
+        raise TargetError(f"{path}: empty header")
+    record = fields[0]
+    if "/" in record[0]:
+        raise TargetError(f"{path}: multi-segment records are not supported")
+    if len(record) < 2:
+        raise TargetError(f"{path}: record line {' '.join(record)!r} gives no number of signals")
+    record_name = record[0].rsplit(".", 1)[0] if record[0].endswith((".mat", ".dat")) else record[0]
+    n_signals = int(_leading_number(record[1], "number of signals", path))
+    # Sampling frequency may read '500', '500/1000(0)' (counter frequency and base counter follow).
+    rate = _leading_number(record[2], "sampling frequency", path) if len(record) > 2 else 250.0
+    n_samples = int(_leading_number(record[3], "number of samples", path)) if len(record) > 3 else None
+    if rate <= 0:
+        raise TargetError(f"{path}: sampling frequency {rate:g} is not positive")
+    signal_lines = fields[1 : 1 + n_signals]
+    if len(signal_lines) < n_signals:
+        raise TargetError(f"{path}: header announces {n_signals} signals but has {len(signal_lines)} signal lines")
+    signals = tuple(_parse_signal_line(line, index, path) for index, line in enumerate(signal_lines))
+    return Header(path, record_name, n_signals, rate, n_samples, signals, comments)
+
+
+def _parse_signal_line(fields: list[str], index: int, path: Path) -> SignalSpec:
+    """`file format[xspf][:skew][+offset] gain[(baseline)][/units] adcres adczero initval checksum blocksize name`."""
+    if len(fields) < 2:
+        raise TargetError(f"{path}: signal line {index + 1} {' '.join(fields)!r} has no format")
+    fmt_field = fields[1]
+    fmt = re.match(r"\d+", fmt_field)
+    if fmt is None:
+        raise TargetError(f"{path}: signal line {index + 1}: format {fmt_field!r} is not a number")
+    offset = re.search(r"\+(\d+)", fmt_field)
+    gain, baseline, units = DEFAULT_GAIN, None, "mV"
+    if len(fields) > 2:
+        match = re.fullmatch(r"([+-]?[\d.eE+-]+)(?:\(([+-]?\d+)\))?(?:/(\S+))?", fields[2])
+        if match is None:
+            raise TargetError(f"{path}: signal line {index + 1}: gain {fields[2]!r} is not understood")
+        try:
+            gain = float(match.group(1)) or DEFAULT_GAIN
+        except ValueError:
+            raise TargetError(f"{path}: signal line {index + 1}: gain {fields[2]!r} is not a number") from None
+        baseline = float(match.group(2)) if match.group(2) is not None else None
+        units = match.group(3) or "mV"
+    adc_zero = float(_leading_number(fields[4], "ADC zero", path)) if len(fields) > 4 else 0.0
+    name = " ".join(fields[8:]) if len(fields) > 8 else f"lead{index}"
+    return SignalSpec(
+        file_name=fields[0],
+        fmt=fmt.group(0),
+        byte_offset=int(offset.group(1)) if offset else 0,
+        gain=gain,
+        baseline=adc_zero if baseline is None else baseline,
+        units=units,
+        name=name,
+        plain_format16=re.fullmatch(r"16(\+\d+)?", fmt_field) is not None,
+    )
+
+
+def physical(adu: np.ndarray, header: Header) -> np.ndarray:
+    """(T, L) digital values -> float32 millivolts using every signal's gain, baseline and units."""
+    baseline = np.array([signal.baseline for signal in header.signals])
+    scale = np.array([signal.mv_per_unit / signal.gain for signal in header.signals])
+    return ((adu - baseline) * scale).astype(np.float32)
+
+
+def read_mat_signal(header: Header) -> np.ndarray:
+    """A Challenge `.mat` record (key `val`, leads x samples) as (T, L) float32 mV."""
+    mat_path = header.path.parent / header.signals[0].file_name
+    try:
+        values = scipy.io.loadmat(mat_path)["val"]
+    except KeyError:
+        raise TargetError(f"{mat_path}: no 'val' array") from None
+    except Exception as error:  # scipy raises MatReadError, ValueError, OSError, ... for broken files
+        raise TargetError(f"{mat_path}: cannot read MATLAB file ({type(error).__name__}: {error})") from None
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape[0] != header.n_signals:
+        raise TargetError(f"{mat_path}: 'val' has shape {values.shape}; expected ({header.n_signals}, samples)")
+    return physical(values.T, header)
+
+
+# -- SNOMED CT codes -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DxMapping:
+    """SNOMED CT code -> abbreviation, and code -> the code it is merged into (scored equivalents)."""
+
+    abbreviation: dict[str, str]
+    name: dict[str, str]
+    canonical: dict[str, str]
+
+    def canonical_code(self, code: str) -> str:
+        return self.canonical.get(code, code)
+
+    def label_name(self, code: str) -> str:
+        """The label a code counts towards: the abbreviation of its canonical code, else the code itself."""
+        canonical = self.canonical_code(code)
+        return self.abbreviation.get(canonical, canonical)
+
+    def aliases(self) -> dict[str, str]:
+        """Every code and abbreviation -> the label name it selects (for --labels)."""
+        aliases: dict[str, str] = {}
+        for code, abbreviation in self.abbreviation.items():
+            label = self.label_name(code)
+            aliases[code] = label
+            aliases.setdefault(abbreviation, label)
+        return aliases
+
+
+@functools.cache
+def load_dx_mapping() -> DxMapping:
+    """The mapping table shipped with the package (`melep_cli/data/dx_mapping.csv`)."""
+    text = resources.files("melep_cli").joinpath("data/dx_mapping.csv").read_text(encoding="utf-8")
+    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
+    abbreviation: dict[str, str] = {}
+    name: dict[str, str] = {}
+    canonical: dict[str, str] = {}
+    for row in rows:
+        code = row["snomed_code"].strip()
+        abbreviation[code] = row["abbreviation"].strip()
+        name[code] = row["dx_name"].strip()
+        if row.get("equivalent_to", "").strip():
+            canonical[code] = row["equivalent_to"].strip()
+    return DxMapping(abbreviation, name, canonical)
+
+
+def dx_codes(header: Header) -> list[str] | None:
+    """The SNOMED CT codes of the `#Dx:` line (empty codes such as `,,` dropped), None without a Dx line."""
+    value = header.comment("Dx")
+    if value is None:
+        return None
+    return [code.strip() for code in value.split(",") if code.strip()]

@@ -1,0 +1,293 @@
+"""`melep convert`: any target -> one HDF5 file in the FORMATS.md layout, decoded once, ranked many times.
+
+Records are optionally resampled (scipy.signal.resample_poly) and cropped / zero-padded to a fixed
+duration. Without --seconds, records of different lengths are zero-padded to the longest and their
+true lengths stored in a `lengths` dataset (an extension of the layout), which the HDF5 reader uses to
+give every record back at its own length: nothing is lost and nothing is invented. The file is
+written under a temporary name next to the output and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import h5py
+import numpy as np
+from scipy.signal import resample_poly
+
+from melep_cli.errors import TargetError, UsageError
+from melep_cli.targets.base import Target
+from melep_cli.targets.opener import open_target
+
+log = logging.getLogger("melep")
+
+#: Target size of one HDF5 chunk: big enough to compress well, small enough to stream.
+CHUNK_BYTES = 2**20
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What `convert` wrote."""
+
+    output: Path
+    source: Path
+    records: int
+    samples: int  # T of the signals dataset
+    sampling_rate: float
+    leads: tuple[str, ...]
+    label_names: tuple[str, ...]
+    prevalence: tuple[float, ...]
+    padded: bool  # records differ in length: zero-padded to the longest, true lengths in 'lengths'
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "output": str(self.output),
+            "source": str(self.source),
+            "records": self.records,
+            "samples": self.samples,
+            "sampling_rate": self.sampling_rate,
+            "leads": list(self.leads),
+            "labels": list(self.label_names),
+            "prevalence": list(self.prevalence),
+            "padded_to_longest": self.padded,
+            "skipped": [{"id": record_id, "reason": reason} for record_id, reason in self.skipped],
+        }
+
+
+def resample(signals: np.ndarray, from_rate: float, to_rate: float, axis: int = 0) -> np.ndarray:
+    """Polyphase resampling along `axis` (float32 out); a no-op when the rates are equal."""
+    if abs(from_rate - to_rate) < 1e-9:
+        return np.asarray(signals, dtype=np.float32)
+    ratio = Fraction(to_rate / from_rate).limit_denominator(1000)
+    return resample_poly(signals, ratio.numerator, ratio.denominator, axis=axis).astype(np.float32)
+
+
+def fit_length(signal: np.ndarray, samples: int) -> np.ndarray:
+    """(T, L) cropped to the first `samples`, or zero-padded at the end."""
+    if signal.shape[0] >= samples:
+        return signal[:samples]
+    return np.concatenate([signal, np.zeros((samples - signal.shape[0], signal.shape[1]), signal.dtype)])
+
+
+def _lead_order(leads: Sequence[str], reference: Sequence[str], record_id: str, source: Path) -> np.ndarray | None:
+    """Column order that brings `leads` into `reference` order (None: already in order)."""
+    if tuple(leads) == tuple(reference):
+        return None
+    folded = [lead.casefold() for lead in leads]
+    wanted = [lead.casefold() for lead in reference]
+    if sorted(folded) != sorted(wanted):
+        raise TargetError(
+            f"{source}: record {record_id} has leads {', '.join(leads)}; earlier records have {', '.join(reference)}"
+        )
+    return np.array([folded.index(lead) for lead in wanted])
+
+
+def convert(
+    source: str | Path | Target,
+    output: str | Path,
+    *,
+    sampling_rate: float | None = None,
+    seconds: float | None = None,
+    batch_size: int = 64,
+    progress: ProgressCallback | None = None,
+    target_format: str | None = None,
+    labels: Sequence[str] | None = None,
+    labels_csv: str | Path | None = None,
+    min_positives: int = 10,
+    ptbxl_labels: str = "superclass",
+    folds: str | Iterable[int] | None = None,
+    source_rate: float | None = None,
+    strict: bool = False,
+    compression_level: int = 4,
+) -> ConvertResult:
+    """Write the records of `source` (any target, or an opened Target) to the HDF5 file `output`.
+
+    sampling_rate: resample to this rate (Hz); default: the records' own rate (they must agree).
+    seconds: crop / zero-pad every record to this duration; default: keep lengths (see module docstring).
+    source_rate: PTB-XL: read the 100 or 500 Hz files (open_target's sampling_rate).
+    progress: called with (records processed, records in the target) after every batch.
+    The other keywords select records and labels as in `open_target`.
+    """
+    output = Path(output)
+    if sampling_rate is not None and not (np.isfinite(sampling_rate) and sampling_rate > 0):
+        raise UsageError(f"--sampling-rate must be a positive number of Hz, got {sampling_rate}")
+    if seconds is not None and not (np.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"--seconds must be a positive number, got {seconds}")
+    target = (
+        source
+        if isinstance(source, Target)
+        else open_target(
+            source,
+            target_format=target_format,
+            labels=labels,
+            labels_csv=labels_csv,
+            min_positives=min_positives,
+            ptbxl_labels=ptbxl_labels,
+            folds=folds,
+            sampling_rate=source_rate,
+            strict=strict,
+        )
+    )
+    if output.exists() and output.resolve() == target.path.resolve():
+        raise UsageError(f"{output}: the output would overwrite the source")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    except OSError as error:
+        raise UsageError(f"{output}: cannot write here ({error.strerror or error})") from None
+    os.close(handle)
+    temporary = Path(temporary_name)
+    try:
+        with h5py.File(temporary, "w") as h5:
+            result = _write(h5, target, output, sampling_rate, seconds, batch_size, progress, compression_level)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; the output gets the usual permissions
+        os.replace(temporary, output)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)  # readers turn their own OSErrors into TargetError: this one is ours
+        raise UsageError(f"{output}: cannot write ({error})") from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return result
+
+
+def _write(
+    h5: h5py.File,
+    target: Target,
+    output: Path,
+    sampling_rate: float | None,
+    seconds: float | None,
+    batch_size: int,
+    progress: ProgressCallback | None,
+    compression_level: int,
+) -> ConvertResult:
+    signals: h5py.Dataset | None = None
+    rate: float | None = sampling_rate
+    leads: tuple[str, ...] = ()
+    samples: int | None = None
+    written = 0
+    lengths: list[int] = []
+    label_rows: list[np.ndarray] = []
+    ids: list[str] = []
+    for batch in target.batches(batch_size):
+        if rate is None:
+            rate = batch.sampling_rate
+        elif sampling_rate is None and abs(batch.sampling_rate - rate) > 1e-9:
+            raise TargetError(
+                f"{target.path}: records have different sampling rates ({rate:g} and {batch.sampling_rate:g} Hz, "
+                f"e.g. record {batch.ids[0]}); pass --sampling-rate to resample them to one"
+            )
+        if not leads:
+            leads = batch.leads
+        order = _lead_order(batch.leads, leads, batch.ids[0], target.path)
+        records = _prepared(batch.signals, batch.sampling_rate, rate, order)
+        if seconds is not None:
+            fixed = round(seconds * rate)
+            if fixed < 1:
+                raise UsageError(f"--seconds {seconds:g} at {rate:g} Hz is less than one sample")
+            records = [fit_length(record, fixed) for record in records]
+        longest = max(record.shape[0] for record in records)
+        if signals is None:
+            samples = longest
+            signals = _create_signals(
+                h5, samples, len(leads), fixed_length=seconds is not None, level=compression_level
+            )
+        elif longest > samples:  # type: ignore[operator]
+            samples = longest
+            signals.resize(samples, axis=1)
+        block = np.zeros((len(records), samples, len(leads)), dtype=np.float32)
+        for i, record in enumerate(records):
+            block[i, : record.shape[0]] = record
+        signals.resize(written + len(records), axis=0)
+        signals[written : written + len(records)] = block
+        written += len(records)
+        lengths.extend(record.shape[0] for record in records)
+        label_rows.append(batch.labels)
+        ids.extend(batch.ids)
+        if progress is not None:
+            progress(written + len(target.skipped) - len(target.excluded), len(target))
+    if signals is None or rate is None or samples is None:
+        raise TargetError(f"{target.path}: no readable record to convert ({len(target.skipped)} skipped)")
+    padded = len(set(lengths)) > 1
+    label_matrix = np.concatenate(label_rows) if label_rows else np.zeros((0, len(target.label_names)), np.uint8)
+    _write_metadata(h5, signals, target, rate, leads, ids, label_matrix, lengths if padded else None)
+    if padded:
+        log.warning(
+            f"{output}: records differ in length ({min(lengths)} to {max(lengths)} samples); zero-padded to the "
+            "longest, true lengths stored in 'lengths' (readers crop to them); --seconds gives one fixed length"
+        )
+    return ConvertResult(
+        output=output,
+        source=target.path,
+        records=written,
+        samples=samples,
+        sampling_rate=float(rate),
+        leads=tuple(leads),
+        label_names=target.label_names,
+        prevalence=tuple(float(p) for p in label_matrix.mean(axis=0, dtype=np.float64)),
+        padded=padded,
+        skipped=target.skipped,
+    )
+
+
+def _prepared(
+    signals: np.ndarray | list[np.ndarray], from_rate: float, to_rate: float, order: np.ndarray | None
+) -> list[np.ndarray]:
+    """The batch's records, leads in the output order, at the output rate."""
+    if isinstance(signals, np.ndarray):
+        uniform = signals if order is None else signals[:, :, order]
+        return list(resample(uniform, from_rate, to_rate, axis=1))
+    return [resample(record if order is None else record[:, order], from_rate, to_rate) for record in signals]
+
+
+def _create_signals(h5: h5py.File, samples: int, n_leads: int, *, fixed_length: bool, level: int) -> h5py.Dataset:
+    rows = int(max(1, min(1024, CHUNK_BYTES // max(1, samples * n_leads * 4))))
+    return h5.create_dataset(
+        "signals",
+        shape=(0, samples, n_leads),
+        maxshape=(None, samples if fixed_length else None, n_leads),
+        dtype=np.float32,
+        chunks=(rows, samples, n_leads),
+        compression="gzip",
+        compression_opts=level,
+        shuffle=True,
+        fillvalue=0.0,
+    )
+
+
+def _write_metadata(
+    h5: h5py.File,
+    signals: h5py.Dataset,
+    target: Target,
+    rate: float,
+    leads: Sequence[str],
+    ids: Sequence[str],
+    label_matrix: np.ndarray,
+    lengths: Sequence[int] | None,
+) -> None:
+    from melep_cli import __version__
+
+    for obj in (h5, signals):
+        obj.attrs["sampling_rate"] = float(rate)
+        obj.attrs["leads"] = np.array(list(leads), dtype=h5py.string_dtype())
+    signals.attrs["units"] = "mV"
+    h5.attrs["source"] = str(target.path)
+    h5.attrs["source_format"] = target.format
+    h5.attrs["label_source"] = target.label_source
+    h5.attrs["created_by"] = f"melep {__version__} convert"
+    labels = h5.create_dataset("labels", data=label_matrix.astype(np.uint8), compression="gzip")
+    labels.attrs["label_names"] = np.array(list(target.label_names), dtype=h5py.string_dtype())
+    h5.create_dataset("record_ids", data=np.array(list(ids), dtype=h5py.string_dtype()), compression="gzip")
+    if lengths is not None:
+        h5.create_dataset("lengths", data=np.asarray(lengths, dtype=np.int64))

@@ -1,0 +1,255 @@
+"""`melep convert` and the library `convert`: WFDB/PTB-XL/HDF5 -> HDF5 layout, resampling, cropping, atomicity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from melep_cli.cli import run
+from melep_cli.cli.target_options import PtbxlLabels, TargetFormat, target_kwargs
+from melep_cli.errors import TargetError
+from melep_cli.targets import convert, inspect_target, open_target, target_inspection_tables
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CINC = DATA / "cinc2021"
+PTBXL = DATA / "ptbxl"
+
+
+@pytest.fixture(scope="module")
+def cinc_subset(tmp_path_factory) -> Path:
+    """30 Challenge records including the three longer ones (10000, 8500, 6000 samples)."""
+    if not CINC.is_dir():
+        pytest.skip(f"{CINC} is absent")
+    directory = tmp_path_factory.mktemp("cinc")
+    stems = [*sorted(path.stem for path in CINC.glob("*.hea"))[::6], "A1041", "A2712", "A5215", "JS20005"]
+    for stem in sorted(set(stems)):
+        for suffix in (".hea", ".mat"):
+            shutil.copy(CINC / f"{stem}{suffix}", directory / f"{stem}{suffix}")
+    return directory
+
+
+def records(target, batch_size: int = 16) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {
+        record_id: (signal, labels)
+        for batch in target.batches(batch_size)
+        for record_id, signal, labels in zip(batch.ids, batch.signals, batch.labels)
+    }
+
+
+def test_wfdb_to_hdf5_round_trip_keeps_signals_labels_and_order(cinc_subset, tmp_path):
+    output = tmp_path / "cinc.h5"
+    result = convert(cinc_subset, output, min_positives=2)
+    source = open_target(cinc_subset, min_positives=2)
+    converted = open_target(output, min_positives=2)
+    assert result.records == len(source) and result.padded
+    assert converted.record_ids == source.record_ids
+    assert converted.label_names == source.label_names
+    np.testing.assert_array_equal(converted.labels, source.labels)
+    original, copy = records(source), records(converted)
+    assert list(copy) == list(original)
+    for record_id, (signal, labels) in original.items():
+        assert copy[record_id][0].shape == signal.shape  # native length, not the padded one
+        np.testing.assert_allclose(copy[record_id][0], signal, atol=1 / 1000)  # int16 quantisation at 1000 adu/mV
+        np.testing.assert_array_equal(copy[record_id][1], labels)
+    with h5py.File(output) as h5:
+        assert h5["signals"].dtype == np.float32 and h5["signals"].chunks is not None
+        assert h5["signals"].compression == "gzip"
+        assert h5.attrs["sampling_rate"] == 500
+        assert list(h5.attrs["leads"]) == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+        assert [name for name in h5["labels"].attrs["label_names"]] == list(source.label_names)
+        assert h5["signals"].shape == (len(source), 10000, 12)
+        assert sorted(set(h5["lengths"][()].tolist())) == [5000, 6000, 8500, 10000]
+    assert [p.name for p in tmp_path.iterdir()] == ["cinc.h5"]  # no temporary file left behind
+
+
+def test_resampling_and_fixed_duration(cinc_subset, tmp_path):
+    output = tmp_path / "short.h5"
+    result = convert(cinc_subset, output, sampling_rate=100, seconds=8, labels=["NSR", "PAC"])
+    assert not result.padded and result.samples == 800
+    converted = open_target(output, labels=["NSR", "PAC"])
+    source = open_target(cinc_subset, labels=["NSR", "PAC"])
+    assert converted.record_ids == source.record_ids
+    assert all(signal.shape == (800, 12) for signal, _ in records(converted).values())
+    with h5py.File(output) as h5:
+        assert "lengths" not in h5 and h5.attrs["sampling_rate"] == 100
+
+
+def test_resampling_keeps_the_waveform(tmp_path):
+    t = np.arange(2000) / 500.0  # 4 s at 500 Hz
+    waves = np.stack([np.sin(2 * np.pi * 2 * t + lead) for lead in range(12)], axis=1).astype(np.float32)
+    source = tmp_path / "sine.h5"
+    with h5py.File(source, "w") as h5:
+        h5["signals"] = np.stack([waves, -waves])
+        h5.attrs["sampling_rate"] = 500
+        h5["labels"] = np.array([[1], [0]], dtype=np.uint8)
+        h5["labels"].attrs["label_names"] = ["S"]
+        h5["record_ids"] = np.array([b"up", b"down"])
+    for rate in (100, 360):
+        output = tmp_path / f"sine{rate}.h5"
+        result = convert(source, output, sampling_rate=rate, min_positives=1)
+        assert result.samples == 4 * rate and result.sampling_rate == rate
+        batch = next(iter(open_target(output, min_positives=1).batches(2)))
+        assert batch.sampling_rate == rate and batch.ids == ["up", "down"]
+        t_out = np.arange(4 * rate) / rate
+        expected = np.stack([np.sin(2 * np.pi * 2 * t_out + lead) for lead in range(12)], axis=1)
+        inner = slice(rate // 2, -rate // 2)  # away from the filter's edge effects
+        np.testing.assert_allclose(batch.signals[0][inner], expected[inner], atol=0.02)
+        np.testing.assert_allclose(batch.signals[1][inner], -expected[inner], atol=0.02)
+
+
+def test_zero_padding_to_a_longer_duration(tmp_path):
+    signals = np.random.default_rng(0).normal(size=(3, 50, 12)).astype(np.float32)
+    source = tmp_path / "in.h5"
+    with h5py.File(source, "w") as h5:
+        h5["signals"] = signals
+        h5["signals"].attrs["sampling_rate"] = 50
+        h5["labels"] = np.array([[1], [0], [1]], dtype=np.uint8)
+        h5["labels"].attrs["label_names"] = ["Q"]
+        h5["record_ids"] = np.array(["a", "b", "c"], dtype=h5py.string_dtype())
+    convert(source, tmp_path / "out.h5", seconds=2, min_positives=1)
+    with h5py.File(tmp_path / "out.h5") as h5:
+        stored = h5["signals"][()]
+        assert [i.decode() if isinstance(i, bytes) else i for i in h5["record_ids"][()]] == ["a", "b", "c"]
+    assert stored.shape == (3, 100, 12)
+    np.testing.assert_array_equal(stored[:, :50], signals)
+    assert not stored[:, 50:].any()
+
+
+def test_failed_conversion_leaves_no_file(tmp_path, monkeypatch):
+    signals = np.ones((4, 20, 12), dtype=np.float32)  # flat records: nothing readable
+    source = tmp_path / "flat.h5"
+    with h5py.File(source, "w") as h5:
+        h5["signals"] = signals
+        h5["signals"].attrs["sampling_rate"] = 10
+        h5["labels"] = np.array([[1], [0], [1], [0]], dtype=np.uint8)
+    output = tmp_path / "out.h5"
+    with pytest.raises(TargetError, match="no readable record"):
+        convert(source, output, min_positives=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.h5"]
+
+
+def test_ptbxl_fold_converts_with_superclass_labels(tmp_path):
+    if not (PTBXL / "ptbxl_database.csv").is_file():
+        pytest.skip(f"{PTBXL} is absent")
+    result = convert(PTBXL, tmp_path / "fold10.h5", folds="10")
+    target = open_target(tmp_path / "fold10.h5")
+    source = open_target(PTBXL, folds="10")
+    assert result.records == len(source) == len(target)
+    assert target.label_names == ("NORM", "MI", "STTC", "HYP", "CD")
+    np.testing.assert_array_equal(target.labels, source.labels)
+    assert target.record_ids == source.record_ids
+
+
+def test_cli_convert_writes_the_file_and_reports_json(cinc_subset, tmp_path, capsys):
+    output = tmp_path / "out.h5"
+    code = run(["convert", str(cinc_subset), str(output), "--labels", "NSR,PAC", "--seconds", "10", "-f", "json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    document = json.loads(captured.out)
+    assert document["labels"] == ["NSR", "PAC"] and document["samples"] == 5000
+    assert document["records"] == len(open_target(output, min_positives=1))
+
+
+def test_cli_bad_target_exits_2_with_one_line_naming_the_file(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert run(["convert", str(missing), str(tmp_path / "o.h5")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(missing) in err[0] and err[0].startswith("melep: error:")
+    junk = tmp_path / "junk.txt"
+    junk.write_text("hello")
+    assert run(["convert", str(junk), str(tmp_path / "o.h5")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "junk.txt" in err[0] and "unknown target format" in err[0]
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_cli_unknown_label_exits_2_naming_it(cinc_subset, tmp_path, capsys):
+    assert run(["convert", str(cinc_subset), str(tmp_path / "o.h5"), "--labels", "NOPE"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NOPE" in err[0] and "labels here" in err[0]
+
+
+def test_target_kwargs_match_open_target():
+    kwargs = target_kwargs(
+        target_format=TargetFormat.ptbxl,
+        labels="NORM, MI",
+        labels_csv=None,
+        min_positives=3,
+        ptbxl_labels=PtbxlLabels.subclass,
+        folds="9,10",
+        sampling_rate=500,
+        strict=True,
+    )
+    assert kwargs == {
+        "target_format": "ptbxl",
+        "labels": ["NORM", "MI"],
+        "labels_csv": None,
+        "min_positives": 3,
+        "ptbxl_labels": "subclass",
+        "folds": "9,10",
+        "sampling_rate": 500,
+        "strict": True,
+    }
+
+
+def test_inspect_target_reports_rates_durations_labels_and_skips(cinc_subset, tmp_path):
+    directory = tmp_path / "copy"
+    shutil.copytree(cinc_subset, directory)
+    (directory / "A1041.mat").write_bytes(b"broken")
+    info = inspect_target(directory, min_positives=2)
+    assert info["format"] == "wfdb" and info["records"] == len(list(directory.glob("*.hea")))
+    assert info["records_read"] == info["records"] - 1
+    assert info["skipped"][0]["id"] == "A1041" and "A1041.mat" in info["skipped"][0]["reason"]
+    assert info["sampling_rates"] == {"500": info["records_read"]}
+    assert info["seconds"]["min"] == 10 and info["seconds"]["max"] == 20
+    labels = {entry["name"]: entry for entry in info["labels"]}
+    assert all(entry["positives"] >= 2 for entry in labels.values())
+    assert labels["NSR"]["snomed_code"] == "426783006"
+    json.dumps(info)  # JSON-ready
+    from rich.console import Console
+
+    console = Console(width=150, record=True)
+    for table in target_inspection_tables(info):
+        console.print(table)
+    text = console.export_text()
+    assert "NSR" in text and "A1041" in text and "500 Hz" in text
+
+
+def test_mixed_rates_need_sampling_rate_and_leads_are_reordered(tmp_path):
+    import wfdb
+
+    rng = np.random.default_rng(2)
+    for name, rate, leads in (("r1", 500, ["I", "II", "V1"]), ("r2", 250, ["V1", "I", "II"])):
+        wfdb.wrsamp(
+            name,
+            fs=rate,
+            units=["mV"] * 3,
+            sig_name=leads,
+            p_signal=rng.normal(size=(rate, 3)),
+            fmt=["16"] * 3,
+            adc_gain=[1000.0] * 3,
+            baseline=[0] * 3,
+            write_dir=str(tmp_path),
+        )
+    (tmp_path / "labels.csv").write_text("record_id,K\nr1,1\nr2,0\n")
+    options = {"labels_csv": tmp_path / "labels.csv", "min_positives": 1}
+    with pytest.raises(TargetError, match=r"different sampling rates \(500 and 250 Hz.*--sampling-rate"):
+        convert(tmp_path, tmp_path / "out.h5", **options)
+    assert not (tmp_path / "out.h5").exists()
+    seen = []
+    result = convert(
+        tmp_path,
+        tmp_path / "out.h5",
+        sampling_rate=250,
+        progress=lambda done, total: seen.append((done, total)),
+        **options,
+    )
+    assert result.leads == ("I", "II", "V1") and result.samples == 250 and seen[-1] == (2, 2)
+    source = records(open_target(tmp_path, **options))
+    converted = records(open_target(tmp_path / "out.h5", min_positives=1))
+    np.testing.assert_allclose(converted["r2"][0], source["r2"][0][:, [1, 2, 0]], atol=1e-3)

@@ -1,0 +1,100 @@
+"""PTB-XL targets on the real 2,992-record subset: label levels, folds, sampling rates."""
+
+from __future__ import annotations
+
+import ast
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from melep_cli.errors import TargetError, UsageError
+from melep_cli.targets import PtbxlTarget, open_target
+
+PTBXL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptbxl"
+
+
+@pytest.fixture(scope="module")
+def ptbxl() -> Path:
+    if not (PTBXL / "ptbxl_database.csv").is_file():
+        pytest.skip(f"{PTBXL} is absent")
+    return PTBXL
+
+
+def database_rows(ptbxl: Path) -> list[dict[str, str]]:
+    with (ptbxl / "ptbxl_database.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_superclass_counts_over_all_records(ptbxl):
+    target = open_target(ptbxl)  # reads only the CSVs: no record is decoded here
+    assert isinstance(target, PtbxlTarget) and target.format == "ptbxl"
+    assert len(target) == 2992
+    assert target.label_names == ("NORM", "MI", "STTC", "HYP", "CD")
+    counts = dict(zip(target.label_names, target.labels.sum(axis=0).tolist()))
+    assert counts == {"NORM": 1433, "STTC": 703, "MI": 665, "CD": 602, "HYP": 346}
+    assert int((target.labels.sum(axis=1) == 0).sum()) == 61
+    info = target.describe()
+    assert [entry["name"] for entry in info["labels"]] == list(target.label_names)
+    assert info["labels"][0]["prevalence"] == pytest.approx(1433 / 2992)
+
+
+def test_folds_select_records_by_strat_fold(ptbxl):
+    rows = database_rows(ptbxl)
+    for folds, wanted in (("9,10", {9, 10}), ("1-8", set(range(1, 9)))):
+        target = open_target(ptbxl, folds=folds)
+        expected = [row["ecg_id"] for row in rows if int(row["strat_fold"]) in wanted]
+        assert target.record_ids == expected
+    assert len(open_target(ptbxl, folds="9,10")) + len(open_target(ptbxl, folds="1-8")) == 2992
+    assert open_target(ptbxl, folds="9,10").describe()["folds"] == [9, 10]
+
+
+def test_statement_levels(ptbxl):
+    rows = database_rows(ptbxl)
+    rhythm = open_target(ptbxl, ptbxl_labels="rhythm", min_positives=1)
+    assert "SR" in rhythm.label_names and "AFIB" in rhythm.label_names and "NORM" not in rhythm.label_names
+    everything = open_target(ptbxl, ptbxl_labels="all", labels=["AFIB", "NORM", "IMI"])
+    for row, values in zip(rows, everything.labels):
+        codes = ast.literal_eval(row["scp_codes"])
+        assert values.tolist() == [int(code in codes) for code in ("AFIB", "NORM", "IMI")]
+    subclass = open_target(ptbxl, ptbxl_labels="subclass")
+    assert {"NORM", "IMI", "STTC", "LVH", "CLBBB"} <= set(subclass.label_names)
+    form = open_target(ptbxl, ptbxl_labels="form", min_positives=1)
+    assert "LVOLT" in form.label_names
+    diagnostic = open_target(ptbxl, ptbxl_labels="diagnostic", min_positives=1)
+    assert "IMI" in diagnostic.label_names and "SR" not in diagnostic.label_names
+
+
+def test_unknown_labels_name_the_level_that_has_them(ptbxl):
+    with pytest.raises(TargetError, match=r"AFIB not found \(AFIB is a PTB-XL .* --ptbxl-labels .*NORM, MI"):
+        open_target(ptbxl, labels=["AFIB"])
+    with pytest.raises(TargetError, match="label WHAT not found"):
+        open_target(ptbxl, labels=["NORM", "WHAT"])
+    with pytest.raises(UsageError, match="100 and 500 Hz"):
+        open_target(ptbxl, sampling_rate=250)
+    with pytest.raises(UsageError, match="--folds"):
+        open_target(ptbxl, folds="x")
+
+
+def test_500_hz_files_exist_for_the_first_500_records_only(ptbxl, caplog):
+    target = open_target(ptbxl, sampling_rate=500, folds="10")
+    rows = [row for row in database_rows(ptbxl) if row["strat_fold"] == "10"]
+    assert target.record_ids == [row["ecg_id"] for row in rows if int(row["ecg_id"]) <= 500]
+    assert len(target.skipped) == sum(int(row["ecg_id"]) > 500 for row in rows)
+    assert any("with no 500 Hz file" in record.getMessage() for record in caplog.records)
+    batch = next(iter(target.batches(4)))
+    assert batch.sampling_rate == 500.0 and batch.signals.shape == (4, 5000, 12)
+    with pytest.raises(TargetError, match="strict"):
+        open_target(ptbxl, sampling_rate=500, folds="10", strict=True)
+
+
+def test_decoding_a_fold_gives_millivolts_at_100_hz(ptbxl):
+    target = open_target(ptbxl, folds="3")
+    count = 0
+    for batch in target.batches(128):
+        assert batch.sampling_rate == 100.0 and batch.leads[:3] == ("I", "II", "III")
+        assert batch.signals.shape[1:] == (1000, 12) and batch.signals.dtype == np.float32
+        assert 0.05 < float(np.abs(batch.signals).mean()) < 2  # millivolts, not adu
+        count += len(batch)
+    assert count == len(target) and not target.skipped
