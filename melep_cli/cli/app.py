@@ -146,7 +146,7 @@ OutputFileOption = Annotated[
 
 def emit(text: str | None, renderables: Sequence[RenderableType], output: Path | None) -> None:
     """Print machine-readable `text`, or else the Rich `renderables`, to stdout or to `output`."""
-    from melep_cli.report import atomic_write_text
+    from melep_cli.atomic import atomic_write_text
 
     if text is None:
         if output is None:

@@ -10,8 +10,6 @@ written under a temporary name next to the output and renamed when complete.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -21,6 +19,7 @@ import h5py
 import numpy as np
 from scipy.signal import resample_poly
 
+from melep_cli.atomic import atomic_path
 from melep_cli.errors import TargetError, UsageError
 from melep_cli.targets.base import Target
 from melep_cli.targets.opener import open_target
@@ -140,25 +139,10 @@ def convert(
     if output.exists() and output.resolve() == target.path.resolve():
         raise UsageError(f"{output}: the output would overwrite the source")
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    except OSError as error:
-        raise UsageError(f"{output}: cannot write here ({error.strerror or error})") from None
-    os.close(handle)
-    temporary = Path(temporary_name)
-    try:
-        with h5py.File(temporary, "w") as h5:
+        with atomic_path(output) as temporary, h5py.File(temporary, "w") as h5:
             result = _write(h5, target, output, sampling_rate, seconds, batch_size, progress, compression_level)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; the output gets the usual permissions
-        os.replace(temporary, output)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)  # readers turn their own OSErrors into TargetError: this one is ours
-        raise UsageError(f"{output}: cannot write ({error})") from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    except OSError as error:  # readers turn their own OSErrors into TargetError: this one is the output's
+        raise UsageError(f"{output}: cannot write ({error.strerror or error})") from None
     return result
 
 
