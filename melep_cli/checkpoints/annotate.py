@@ -100,7 +100,7 @@ def annotate_checkpoint(
     if not replace:
         document, previous_origin = _existing_document(path, embedded, embedded_origin)
     if metadata is not None:
-        document.update(validate_metadata(metadata, where=where, origin="the given metadata"))
+        document.update(validate_metadata(metadata, where=where, origin="the given metadata", error=UsageError))
     updates = {
         "labels": list(labels) if labels is not None else None,
         "sampling_rate": sampling_rate,
@@ -114,7 +114,7 @@ def annotate_checkpoint(
         "name": name,
         "description": description,
     }
-    document.update(validate_metadata(updates, where=where, origin="the options"))
+    document.update(validate_metadata(updates, where=where, origin="the options", error=UsageError))
     for key in remove:
         document.pop(key, None)
     document = {key: list(value) if isinstance(value, tuple) else value for key, value in document.items()}

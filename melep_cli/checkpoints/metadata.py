@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from melep_cli.errors import CheckpointError
+from melep_cli.errors import CheckpointError, MelepError
 from melep_cli.preprocess import DTYPES, LAYOUTS, NORMALIZATIONS, STANDARD_LEADS, lead_key
 
 logger = logging.getLogger("melep")
@@ -99,10 +99,15 @@ def parse_metadata(document: Any, *, where: str, origin: str) -> CheckpointMetad
     return metadata
 
 
-def validate_metadata(document: Any, *, where: str, origin: str) -> dict[str, Any]:
-    """Known keys checked and normalised (tuples, upper-case layout, ...); JSON null counts as absent."""
+def validate_metadata(
+    document: Any, *, where: str, origin: str, error: type[MelepError] = CheckpointError
+) -> dict[str, Any]:
+    """Known keys checked and normalised (tuples, upper-case layout, ...); JSON null counts as absent.
+
+    Problems raise `error` (CheckpointError for stored metadata, UsageError for values a user typed).
+    """
     if not isinstance(document, Mapping):
-        raise CheckpointError(f"{where}: metadata must be a JSON object, got {_type_name(document)} ({origin})")
+        raise error(f"{where}: metadata must be a JSON object, got {_type_name(document)} ({origin})")
     values: dict[str, Any] = {}
     for key, value in document.items():
         if value is None:
@@ -113,9 +118,9 @@ def validate_metadata(document: Any, *, where: str, origin: str) -> dict[str, An
             continue
         try:
             values[key] = checker(value)
-        except (TypeError, ValueError) as error:
-            raise CheckpointError(
-                f"{where}: metadata key {key!r} {error}, got {json.dumps(value)[:80]} ({_type_name(value)}; {origin})"
+        except (TypeError, ValueError) as problem:
+            raise error(
+                f"{where}: metadata key {key!r} {problem}, got {json.dumps(value)[:80]} ({_type_name(value)}; {origin})"
             ) from None
     return values
 
