@@ -1,0 +1,231 @@
+"""`annotate_checkpoint`: write melep metadata into a checkpoint users already have.
+
+ONNX: the `metadata_props` entry `melep` (through the onnx package). TorchScript: the extra file
+`melep.json` (torch.jit.load with _extra_files, then torch.jit.save; other extra files are kept).
+Existing metadata (embedded, else the sidecar) is merged, the given keys win; the file is replaced
+atomically (a temporary file in the same directory, then a rename).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from melep_cli.checkpoints.backends import one_line, quiet_torch_jit
+from melep_cli.checkpoints.discovery import ONNX_SUFFIXES, TORCHSCRIPT_SUFFIXES
+from melep_cli.checkpoints.metadata import (
+    EXTRA_FILE,
+    KNOWN_KEYS,
+    METADATA_KEY,
+    CheckpointMetadata,
+    parse_metadata,
+    sidecar_path,
+    validate_metadata,
+)
+from melep_cli.checkpoints.safety import detect_format
+from melep_cli.errors import CheckpointError, UsageError
+
+logger = logging.getLogger("melep")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """What `annotate_checkpoint` wrote: the file, the JSON object stored, and where the old one came from."""
+
+    path: Path
+    document: dict[str, Any]
+    metadata: CheckpointMetadata
+    previous_origin: str
+
+
+def annotate_checkpoint(
+    path: str | Path,
+    *,
+    output: str | Path | None = None,
+    labels: Sequence[str] | None = None,
+    sampling_rate: float | None = None,
+    samples: int | None = None,
+    leads: Sequence[str] | None = None,
+    layout: str | None = None,
+    activation: str | None = None,
+    normalization: str | None = None,
+    dtype: str | None = None,
+    source_prevalence: Sequence[float] | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    remove: Sequence[str] = (),
+    replace: bool = False,
+) -> Annotation:
+    """Merge the given keys into the checkpoint's metadata and store it in the file (or in `output`).
+
+    `activation` is the metadata key `output` (logits, probabilities, softmax); `metadata` is a
+    whole JSON object to merge first (e.g. a sidecar's); `remove` drops keys; `replace` starts
+    from nothing instead of the existing metadata. Invalid values are CheckpointErrors naming the key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    checkpoint_format = detect_format(path)
+    target = Path(output) if output is not None else path
+    suffixes = ONNX_SUFFIXES if checkpoint_format == "onnx" else TORCHSCRIPT_SUFFIXES
+    if target.suffix.lower() not in suffixes:
+        raise UsageError(f"--output {target}: a {checkpoint_format} checkpoint needs one of {', '.join(suffixes)}")
+    where = str(path)
+
+    if checkpoint_format == "onnx":
+        import onnx
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as error:
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({one_line(error)})") from None
+        if target.resolve().parent != path.resolve().parent and _uses_external_data(model):
+            raise CheckpointError(f"{path}: keeps its weights in external files; write --output in the same directory")
+        embedded = next((prop.value for prop in model.metadata_props if prop.key == METADATA_KEY), None)
+        embedded_origin = f"ONNX metadata_props[{METADATA_KEY!r}]"
+    else:
+        embedded = _torchscript_extra_files(path).get(EXTRA_FILE) or None
+        embedded_origin = f"TorchScript extra file {EXTRA_FILE}"
+
+    document: dict[str, Any] = {}
+    previous_origin = "none"
+    if not replace:
+        document, previous_origin = _existing_document(path, embedded, embedded_origin)
+    if metadata is not None:
+        document.update(validate_metadata(metadata, where=where, origin="the given metadata", error=UsageError))
+    updates = {
+        "labels": list(labels) if labels is not None else None,
+        "sampling_rate": sampling_rate,
+        "samples": samples,
+        "leads": list(leads) if leads is not None else None,
+        "layout": layout,
+        "output": activation,
+        "normalization": normalization,
+        "dtype": dtype,
+        "source_prevalence": list(source_prevalence) if source_prevalence is not None else None,
+        "name": name,
+        "description": description,
+    }
+    document.update(validate_metadata(updates, where=where, origin="the options", error=UsageError))
+    for key in remove:
+        document.pop(key, None)
+    document = {key: list(value) if isinstance(value, tuple) else value for key, value in document.items()}
+    # Known keys first, in the documented order, then any unknown ones as they were.
+    ordered = {key: document[key] for key in KNOWN_KEYS if key in document}
+    ordered.update({key: value for key, value in document.items() if key not in ordered})
+    parsed = parse_metadata(ordered, where=where, origin="the merged metadata")
+    text = json.dumps(ordered, ensure_ascii=False)
+
+    if checkpoint_format == "onnx":
+        _check_onnx_width(model, parsed, path)
+        kept = [(prop.key, prop.value) for prop in model.metadata_props if prop.key != METADATA_KEY]
+        del model.metadata_props[:]  # rebuilt: the other properties as they were, then ours
+        for key, value in kept:
+            model.metadata_props.add(key=key, value=value)
+        model.metadata_props.add(key=METADATA_KEY, value=text)
+        data = model.SerializeToString()
+        _atomic_replace(target, lambda temporary: Path(temporary).write_bytes(data))
+    else:
+        _annotate_torchscript(path, target, text)
+    if previous_origin.startswith("sidecar"):
+        logger.warning(
+            "%s: metadata from the %s merged into the file; the sidecar is now ignored", target, previous_origin
+        )
+    return Annotation(path=target, document=ordered, metadata=parsed, previous_origin=previous_origin)
+
+
+def _existing_document(path: Path, embedded: str | bytes | None, origin: str) -> tuple[dict[str, Any], str]:
+    """The current JSON object (embedded, else the sidecar) as given, and where it came from."""
+    text: str | bytes | None = embedded
+    if not text:
+        sidecar = sidecar_path(path)
+        if not sidecar.is_file():
+            return {}, "none"
+        text, origin = sidecar.read_bytes(), f"sidecar {sidecar}"
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(
+            f"{path}: existing metadata in {origin} is not valid JSON ({error}); use --replace to overwrite it"
+        ) from None
+    if not isinstance(document, dict):
+        raise CheckpointError(f"{path}: existing metadata in {origin} is not a JSON object; use --replace")
+    return document, origin
+
+
+def _uses_external_data(model: Any) -> bool:
+    from onnx import TensorProto
+
+    return any(tensor.data_location == TensorProto.EXTERNAL for tensor in model.graph.initializer)
+
+
+def _check_onnx_width(model: Any, metadata: CheckpointMetadata, path: Path) -> None:
+    """Labels that disagree with a static ONNX output width would fail every run: refuse them now."""
+    if metadata.labels is None or not model.graph.output:
+        return
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) == 2 and dims[1].HasField("dim_value") and dims[1].dim_value != len(metadata.labels):
+        raise CheckpointError(
+            f"{path}: {len(metadata.labels)} labels given but the model outputs {dims[1].dim_value} scores per record"
+        )
+
+
+def _torchscript_extra_files(path: Path) -> dict[str, bytes]:
+    """Extra files of a TorchScript archive, read straight from the zip (`<archive>/extra/<name>`)."""
+    with zipfile.ZipFile(path) as archive:
+        files = {}
+        for entry in archive.namelist():
+            parts = entry.split("/")
+            if len(parts) == 3 and parts[1] == "extra" and parts[2]:
+                files[parts[2]] = archive.read(entry)
+        return files
+
+
+def _annotate_torchscript(path: Path, target: Path, text: str) -> None:
+    import torch
+
+    extra_files: dict[str, Any] = dict.fromkeys(_torchscript_extra_files(path), "")
+    try:
+        with quiet_torch_jit():
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
+    except Exception as error:
+        raise CheckpointError(f"{path}: not a loadable TorchScript archive ({one_line(error)})") from None
+    extra_files[EXTRA_FILE] = text
+
+    def save(temporary: str) -> None:
+        with quiet_torch_jit():
+            torch.jit.save(module, temporary, _extra_files=extra_files)
+
+    _atomic_replace(target, save)
+
+
+def _atomic_replace(target: Path, write: Callable[[str], Any]) -> None:
+    """Let `write` fill a temporary file next to `target`, then rename it over `target`."""
+    directory = target.parent if str(target.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    os.close(descriptor)
+    try:
+        write(temporary)
+        if target.exists():
+            os.chmod(temporary, target.stat().st_mode & 0o777)
+        else:
+            os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

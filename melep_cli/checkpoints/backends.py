@@ -1,0 +1,247 @@
+"""The two runtimes behind one tiny interface: `run(inputs) -> outputs` for one batch.
+
+Backends know nothing about metadata; `Checkpoint` checks what they return. An out-of-memory
+failure of either runtime becomes `OutOfMemory`, so the caller can halve the batch and retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from melep_cli.checkpoints.devices import fall_back_to_cpu, onnx_providers, torch_device
+from melep_cli.checkpoints.metadata import EXTRA_FILE, METADATA_KEY
+from melep_cli.errors import CheckpointError
+
+logger = logging.getLogger("melep")
+
+_OOM_MARKERS = (
+    "out of memory",
+    "failed to allocate",
+    "bad_alloc",
+    "bad allocation",
+    "cudaerrormemoryallocation",
+    "cuda_error_out_of_memory",
+    "cudnn_status_alloc_failed",
+    "cublas_status_alloc_failed",
+)
+_ONNX_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64"}
+
+
+class OutOfMemory(Exception):
+    """The runtime could not allocate memory for this batch (a smaller one may fit)."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, MemoryError, or a runtime error whose message says so."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    message = str(error).lower()
+    return any(marker in message for marker in _OOM_MARKERS)
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """A runtime error as one line: the last informative line of TorchScript/ONNX Runtime messages."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    informative = [line for line in lines if not line.startswith(("File ", "~", "^", "Traceback"))]
+    text = (informative or lines)[-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def cpu_threads() -> int:
+    """CPU cores this process may use (cgroup/affinity aware where the OS says)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One declared model input or output: name, shape (ints, or None for dynamic axes), dtype."""
+
+    name: str
+    shape: tuple[int | None, ...] | None  # None: unknown until it runs (TorchScript)
+    dtype: str | None
+    dynamic_names: tuple[str | None, ...] = ()  # ONNX symbolic axis names, for display
+
+
+class Backend(Protocol):
+    format: str
+    device: str  # "cpu" | "cuda:N": what really runs it
+    provider: str  # e.g. "CUDAExecutionProvider", "torch cuda:0"
+    input: TensorInfo
+    output: TensorInfo
+    output_count: int
+    embedded_metadata: str | bytes | None
+    embedded_origin: str
+
+    def run(self, inputs: np.ndarray) -> np.ndarray: ...
+
+    def release_memory(self) -> None: ...
+
+
+class OnnxBackend:
+    """An onnxruntime session: all graph optimisations, threads from the machine, CUDA when asked."""
+
+    format = "onnx"
+
+    def __init__(self, path: Path, *, device: str, strict_device: bool) -> None:
+        import onnxruntime
+
+        providers, self.device = onnx_providers(device, strict=strict_device, where=str(path))
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = cpu_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: ORT's own warnings would bypass melep's stderr format
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as error:
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({one_line(error)})") from None
+        active = self.session.get_providers()
+        if self.device != "cpu" and "CUDAExecutionProvider" not in active:
+            # The CUDA provider is installed but failed to start (missing CUDA/cuDNN libraries).
+            self.device = fall_back_to_cpu(
+                device, "onnxruntime could not start its CUDAExecutionProvider", strict=strict_device, where=str(path)
+            )
+        self.provider = active[0]
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            names = ", ".join(item.name for item in inputs)
+            raise CheckpointError(f"{path}: the ONNX model takes {len(inputs)} inputs ({names}); melep feeds one ECG")
+        declared = inputs[0]
+        dtype = _ONNX_DTYPES.get(declared.type)
+        if dtype is None:
+            raise CheckpointError(
+                f"{path}: ONNX input {declared.name!r} has type {declared.type}; melep feeds float32 or float64"
+            )
+        self.input = _onnx_tensor_info(declared, dtype)
+        if self.input.shape is not None and len(self.input.shape) != 3:
+            raise CheckpointError(
+                f"{path}: ONNX input {declared.name!r} has shape {list(declared.shape)}; "
+                "melep feeds (batch, leads, time) or (batch, time, leads)"
+            )
+        outputs = self.session.get_outputs()
+        self.output = _onnx_tensor_info(outputs[0], None)
+        self.output_count = len(outputs)
+        self.embedded_metadata = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        self.embedded_origin = f"ONNX metadata_props[{METADATA_KEY!r}]"
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        try:
+            return self.session.run([self.output.name], {self.input.name: inputs})[0]
+        except Exception as error:
+            if is_out_of_memory(error):
+                raise OutOfMemory(one_line(error)) from error
+            raise
+
+    def release_memory(self) -> None:
+        """onnxruntime keeps its arena; nothing to hand back between retries."""
+
+
+def _onnx_tensor_info(value: Any, dtype: str | None) -> TensorInfo:
+    shape = value.shape
+    if shape is None:
+        return TensorInfo(value.name, None, dtype)
+    dims = tuple(dim if isinstance(dim, int) and dim > 0 else None for dim in shape)
+    names = tuple(dim if isinstance(dim, str) else None for dim in shape)
+    return TensorInfo(value.name, dims, dtype, names)
+
+
+@contextlib.contextmanager
+def quiet_torch_jit() -> Iterator[None]:
+    """torch >= 2.9 flags torch.jit as deprecated; loading TorchScript is what melep is for, so hush it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit.*")
+        warnings.filterwarnings("ignore", category=UserWarning, message=r".*TorchScript.*")
+        yield
+
+
+class TorchScriptBackend:
+    """A TorchScript module from `torch.jit.load(map_location=...)`, eval mode, frozen, inference mode."""
+
+    format = "torchscript"
+
+    def __init__(self, path: Path, *, device: str, strict_device: bool, optimize: bool = True) -> None:
+        import torch
+
+        self.device = torch_device(device, strict=strict_device, where=str(path))
+        self.provider = f"torch {self.device}"
+        extra_files = {EXTRA_FILE: ""}
+        try:
+            with quiet_torch_jit():
+                module = torch.jit.load(str(path), map_location=self.device, _extra_files=extra_files)
+        except Exception as error:
+            raise CheckpointError(f"{path}: not a loadable TorchScript archive ({one_line(error)})") from None
+        module.eval()
+        self.embedded_metadata = extra_files[EXTRA_FILE] or None
+        self.embedded_origin = f"TorchScript extra file {EXTRA_FILE}"
+        parameter_dtypes = [tensor.dtype for tensor in (*module.parameters(), *module.buffers())]
+        floating = [dtype for dtype in parameter_dtypes if dtype.is_floating_point]
+        # The parameters' type is the input type the model was traced with (float64 models reject float32).
+        dtype = {torch.float64: "float64", torch.float32: "float32"}.get(floating[0]) if floating else None
+        self.parameters_dtype = dtype
+        self.input = TensorInfo(_forward_argument(module), None, dtype)
+        self.output = TensorInfo("output", None, None)
+        self.output_count = 1  # a tuple result is only known when it runs; its first element is used
+        self.module = _freeze(module, path) if optimize else module
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        import torch
+
+        try:
+            with torch.inference_mode():
+                tensor = torch.from_numpy(inputs).to(self.device, non_blocking=True)
+                result = self.module(tensor)
+                if isinstance(result, (tuple, list)) and result:
+                    result = result[0]  # (logits, features, ...): the first output is the scores
+                if not isinstance(result, torch.Tensor):
+                    raise CheckpointError(f"forward returned {type(result).__name__}, not a tensor")
+                return result.detach().to("cpu").numpy()
+        except CheckpointError:
+            raise
+        except Exception as error:
+            if is_out_of_memory(error):
+                raise OutOfMemory(one_line(error)) from error
+            raise
+
+    def release_memory(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def _forward_argument(module: Any) -> str:
+    """The name of forward's first argument after self (what the exporter called the input)."""
+    try:
+        arguments = module.forward.schema.arguments
+        return str(arguments[1].name) if len(arguments) > 1 else "input"
+    except (AttributeError, RuntimeError):
+        return "input"
+
+
+def _freeze(module: Any, path: Path) -> Any:
+    """torch.jit.freeze: parameters inlined as constants, attribute lookups gone (see the handoff's timings).
+
+    Some scripted modules cannot be frozen (interfaces, mutated attributes); they run as they are.
+    """
+    import torch
+
+    try:
+        with quiet_torch_jit():
+            return torch.jit.freeze(module)
+    except Exception as error:
+        logger.debug("%s: torch.jit.freeze failed (%s); running the module unfrozen", path, one_line(error))
+        return module

@@ -1,0 +1,365 @@
+"""`load_checkpoint` and `Checkpoint`: a loaded model, what it expects, and checked batched forward passes."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from melep_cli.checkpoints.backends import Backend, OnnxBackend, OutOfMemory, TorchScriptBackend, one_line
+from melep_cli.checkpoints.devices import parse_device
+from melep_cli.checkpoints.metadata import CONSEQUENTIAL_KEYS, CheckpointMetadata, resolve_metadata, sidecar_path
+from melep_cli.checkpoints.safety import detect_format
+from melep_cli.errors import CheckpointError, InputError
+from melep_cli.preprocess import InputSpec, resampling_factors
+
+logger = logging.getLogger("melep")
+
+DEFAULT_BATCH_SIZE = 64
+#: Length of the zero input `melep inspect` runs when neither metadata nor the model fixes it (10 s at 100 Hz).
+DEFAULT_PROBE_SAMPLES = 1000
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    device: str = "auto",
+    strict_device: bool = False,
+    name: str | None = None,
+    warn_defaults: bool = True,
+) -> Checkpoint:
+    """Load a TorchScript or ONNX checkpoint safely (pickles are refused unread) with its metadata.
+
+    `device`: auto (CUDA when available), cpu, cuda or cuda:N; without CUDA a warning and the CPU,
+    or a CheckpointError with `strict_device`. `name` is the display name (default: the file stem).
+    With `warn_defaults`, the metadata values that had to be assumed are logged as one warning.
+    """
+    path = Path(path)
+    parse_device(device)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    checkpoint_format = detect_format(path)
+    backend: Backend
+    if checkpoint_format == "onnx":
+        backend = OnnxBackend(path, device=device, strict_device=strict_device)
+    else:
+        backend = TorchScriptBackend(path, device=device, strict_device=strict_device)
+    metadata = resolve_metadata(path, backend.embedded_metadata, backend.embedded_origin)
+    checkpoint = Checkpoint(path, backend, metadata, name=name)
+    if warn_defaults:
+        message = checkpoint.defaults_message()
+        if message:
+            logger.warning(message)
+    return checkpoint
+
+
+class Checkpoint:
+    """A loaded checkpoint: metadata resolved against the model, input specs, checked predictions.
+
+    Attributes: name, path, format ('onnx' | 'torchscript'), metadata (CheckpointMetadata with the
+    values derived from the model filled in; `defaulted` still lists them), device (what really
+    runs it: 'cpu' or 'cuda:N'), provider, layout (None until probed when nothing fixes it),
+    output_width (None until known), batch_size (halved for good after an out-of-memory error).
+    """
+
+    def __init__(self, path: Path, backend: Backend, metadata: CheckpointMetadata, *, name: str | None = None):
+        self.path = path
+        self.name = name or path.stem
+        self.format = backend.format
+        self.device = backend.device
+        self.provider = backend.provider
+        self.batch_size = DEFAULT_BATCH_SIZE
+        self._backend = backend
+        self._notes: dict[str, str] = {}
+        self.metadata = self._derive(metadata)
+        self.output_width: int | None = backend.output.shape[1] if _static_width(backend) else None
+        self._check_width(self.output_width, where="the ONNX output shape")
+
+    # ----- what the model says about itself -------------------------------------------------
+    def _derive(self, metadata: CheckpointMetadata) -> CheckpointMetadata:
+        """Fill layout, samples and dtype from the model where the metadata leaves them out, and check clashes."""
+        declared = self._backend.input
+        leads = len(metadata.leads)
+        layout, samples, dtype = metadata.layout, metadata.samples, metadata.dtype
+        if declared.shape is not None:
+            first, second = declared.shape[1], declared.shape[2]
+            if layout is None:
+                if first == leads and second != leads:
+                    layout = "NCT"
+                elif second == leads and first != leads:
+                    layout = "NTC"
+                if layout is not None:
+                    self._notes["layout"] = f"{layout} (from the ONNX input shape)"
+            if layout is not None:
+                lead_axis, time_axis = (first, second) if layout == "NCT" else (second, first)
+                if lead_axis is not None and lead_axis != leads:
+                    raise CheckpointError(
+                        f"{self.path}: the ONNX input shape {self._shape_text()} has {lead_axis} leads in layout "
+                        f"{layout}, but the metadata names {leads} ({', '.join(metadata.leads)})"
+                    )
+                if time_axis is not None:
+                    if samples is None:
+                        samples = time_axis
+                        self._notes["samples"] = f"{samples} (the ONNX input's static length)"
+                    elif samples != time_axis:
+                        raise CheckpointError(
+                            f"{self.path}: metadata samples {samples} but the ONNX input shape "
+                            f"{self._shape_text()} fixes {time_axis}"
+                        )
+        if declared.dtype is not None:
+            if dtype is None:
+                dtype = declared.dtype
+                source = "the ONNX input's declared type" if self.format == "onnx" else "the parameters' type"
+                self._notes["dtype"] = f"{dtype} ({source})"
+            elif self.format == "onnx" and dtype != declared.dtype:
+                raise CheckpointError(
+                    f"{self.path}: metadata dtype {dtype} but the ONNX input is declared {declared.dtype}"
+                )
+        if dtype is None:
+            dtype = "float32"
+        return replace(metadata, layout=layout, samples=samples, dtype=dtype)
+
+    def _shape_text(self) -> str:
+        shape = self._backend.input.shape or ()
+        names = self._backend.input.dynamic_names or (None,) * len(shape)
+        return "[" + ", ".join(str(dim) if dim is not None else (name or "?") for dim, name in zip(shape, names)) + "]"
+
+    @property
+    def input_info(self) -> dict:
+        """The declared input (name, shape with symbolic axes as text, dtype) for `melep inspect`."""
+        declared = self._backend.input
+        shape = None
+        if declared.shape is not None:
+            names = declared.dynamic_names or (None,) * len(declared.shape)
+            shape = [dim if dim is not None else (name or "?") for dim, name in zip(declared.shape, names)]
+        return {"name": declared.name, "shape": shape, "dtype": self.metadata.dtype}
+
+    @property
+    def output_name(self) -> str:
+        return self._backend.output.name
+
+    @property
+    def output_count(self) -> int:
+        """How many outputs the model declares; melep uses the first."""
+        return self._backend.output_count
+
+    @property
+    def layout(self) -> str | None:
+        return self.metadata.layout
+
+    @property
+    def needs_probe(self) -> bool:
+        """True while the layout is unknown: run `probe_layout` on one record before `predict`."""
+        return self.metadata.layout is None
+
+    @property
+    def activation(self) -> str:
+        """How outputs become probabilities for the metric: logits, probabilities or softmax."""
+        return self.metadata.output
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """Source label names: the metadata's, else out0 .. out{Z-1} once Z is known, else None."""
+        if self.metadata.labels is not None:
+            return self.metadata.labels
+        if self.output_width is not None:
+            return tuple(f"out{index}" for index in range(self.output_width))
+        return None
+
+    @property
+    def static_batch(self) -> int | None:
+        """The batch size an ONNX model was exported with a fixed batch axis, else None."""
+        shape = self._backend.input.shape
+        return shape[0] if shape is not None else None
+
+    def default_notes(self) -> dict[str, str]:
+        """Key -> the value assumed for it, for every defaulted key (FORMATS.md's defaults)."""
+        metadata = self.metadata
+        width = self.output_width
+        notes = {
+            "labels": f"out0 .. out{width - 1}" if width else "out0 .. out{Z-1} (Z from the first forward pass)",
+            "sampling_rate": "the target's rate (no resampling)",
+            "samples": "the record length",
+            "leads": "the standard 12 (" + " ".join(metadata.leads) + ")",
+            "layout": "probed on the first record",
+            "output": "logits (sigmoid applied)",
+            "normalization": "none",
+            "dtype": "float32",
+            "name": f"{self.path.stem} (the file stem)",
+            "description": "none",
+        }
+        notes.update(self._notes)
+        return {key: notes[key] for key in metadata.defaulted}
+
+    def defaults_message(self) -> str | None:
+        """One line listing the assumed values that change results, or None when the metadata gives them all."""
+        notes = self.default_notes()
+        assumed = [f"{key}={notes[key]}" for key in CONSEQUENTIAL_KEYS if key in notes]
+        if not assumed:
+            return None
+        if self.metadata.origin == "none":
+            where = f"no melep metadata (embedded or sidecar {sidecar_path(self.path).name})"
+        else:
+            where = f"metadata in {self.metadata.origin} leaves out {len(assumed)} key(s)"
+        return f"{self.path}: {where}; assuming {'; '.join(assumed)} (set them with 'melep annotate')"
+
+    # ----- inputs ----------------------------------------------------------------------------
+    def input_spec(self, *, sampling_rate: float, samples: int | None) -> InputSpec:
+        """The InputSpec for a target at `sampling_rate` Hz whose records have `samples` samples.
+
+        Metadata wins; defaults come from the model, then the target (`samples` is converted to the
+        model's rate). Until the layout is probed, the spec is NCT: the layout of the probe example.
+        """
+        metadata = self.metadata
+        rate = metadata.sampling_rate if metadata.sampling_rate is not None else float(sampling_rate)
+        length = metadata.samples
+        if length is None and samples is not None:
+            up, down = resampling_factors(sampling_rate, rate)
+            length = math.ceil(samples * up / down)
+        return InputSpec(
+            sampling_rate=rate,
+            samples=length,
+            leads=metadata.leads,
+            layout=metadata.layout or "NCT",
+            normalization=metadata.normalization,
+            dtype=metadata.dtype or "float32",
+        )
+
+    def probe_layout(self, example: np.ndarray) -> None:
+        """Find the layout from one prepared record `example` (1, L, T) in NCT: the one that runs and gives (1, Z).
+
+        If both layouts or neither work, a CheckpointError asks for `layout` in the metadata.
+        """
+        if not self.needs_probe:
+            return
+        example = np.asarray(example)
+        if example.ndim != 3 or example.shape[0] != 1:
+            raise InputError(f"a layout probe takes one record shaped (1, leads, time), got {example.shape}")
+        candidates = {"NCT": example, "NTC": np.ascontiguousarray(example.transpose(0, 2, 1))}
+        working: dict[str, int] = {}
+        failures: dict[str, str] = {}
+        for layout, inputs in candidates.items():
+            try:
+                outputs = self._forward(inputs.astype(self.metadata.dtype or "float32", copy=False))
+            except Exception as error:
+                failures[layout] = one_line(error, limit=160)
+                continue
+            problem = self._output_problem(outputs, 1)
+            if problem:
+                failures[layout] = problem
+            else:
+                working[layout] = outputs.shape[1]
+        shape = f"{tuple(example.shape[1:])} (leads, samples)"
+        hint = f"set it with 'melep annotate {self.path} --layout NCT|NTC'"
+        if len(working) == 2:
+            raise CheckpointError(f"{self.path}: runs in both layouts NCT and NTC on a {shape} record; {hint}")
+        if not working:
+            reasons = "; ".join(f"{layout}: {reason}" for layout, reason in failures.items())
+            raise CheckpointError(
+                f"{self.path}: runs in neither layout on a {shape} record ({reasons}); "
+                f"{hint} (and --samples if it needs a fixed length)"
+            )
+        layout, width = next(iter(working.items()))
+        self.metadata = replace(self.metadata, layout=layout)
+        self._notes["layout"] = f"{layout} (probed: the only layout that runs)"
+        self._check_width(width, where="the probe")
+        self.output_width = width
+
+    # ----- forward passes --------------------------------------------------------------------
+    def predict(self, inputs: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+        """Outputs (b, Z) for prepared `inputs`, in batches; checked: (batch, Z), Z = len(labels), finite.
+
+        An out-of-memory error halves the batch size (kept for later calls) and logs a warning.
+        """
+        if self.needs_probe:
+            raise CheckpointError(f"{self.path}: layout unknown; call probe_layout on one record first")
+        inputs = np.ascontiguousarray(inputs, dtype=self.metadata.dtype or "float32")
+        if inputs.ndim != 3:
+            raise InputError(f"{self.path}: model inputs must be (batch, leads, time) or (batch, time, leads)")
+        size = self.static_batch or max(1, int(batch_size or self.batch_size))
+        results: list[np.ndarray] = []
+        start = 0
+        while start < len(inputs):
+            chunk = inputs[start : start + size]
+            try:
+                outputs = self._forward_padded(chunk)
+            except OutOfMemory as error:
+                if size == 1 or self.static_batch:
+                    raise CheckpointError(
+                        f"{self.path}: out of memory on {self.device} with batch size {size} ({error})"
+                    ) from None
+                smaller = max(1, size // 2)
+                logger.warning(
+                    "%s: out of memory on %s with batch size %d; retrying with %d",
+                    self.name,
+                    self.device,
+                    size,
+                    smaller,
+                )
+                self._backend.release_memory()
+                size = smaller
+                self.batch_size = min(self.batch_size, smaller)
+                continue
+            except CheckpointError:
+                raise
+            except Exception as error:
+                raise CheckpointError(f"{self.path}: forward pass failed ({one_line(error)})") from None
+            problem = self._output_problem(outputs, len(chunk))
+            if problem:
+                raise CheckpointError(f"{self.path}: {problem}")
+            results.append(outputs)
+            start += len(chunk)
+        if not results:
+            width = self.output_width or len(self.labels or ())
+            return np.zeros((0, width), dtype=np.float32)
+        outputs = results[0] if len(results) == 1 else np.concatenate(results)
+        self._check_width(outputs.shape[1], where="its outputs")
+        self.output_width = outputs.shape[1]
+        return outputs
+
+    def _forward(self, inputs: np.ndarray) -> np.ndarray:
+        return np.asarray(self._forward_padded(inputs))
+
+    def _forward_padded(self, chunk: np.ndarray) -> np.ndarray:
+        """Run one chunk; a model exported with a fixed batch size gets a zero-padded chunk."""
+        static = self.static_batch
+        if static is None or len(chunk) == static:
+            return np.asarray(self._backend.run(chunk))
+        padded = np.zeros((static, *chunk.shape[1:]), dtype=chunk.dtype)
+        padded[: len(chunk)] = chunk
+        return np.asarray(self._backend.run(padded))[: len(chunk)]
+
+    def _output_problem(self, outputs: np.ndarray, count: int) -> str | None:
+        """Why outputs for `count` records are unusable, or None."""
+        if outputs.ndim != 2 or outputs.shape[0] != count:
+            return f"output shape {tuple(outputs.shape)} for a batch of {count}; melep needs (batch, Z) scores"
+        if not np.issubdtype(outputs.dtype, np.floating):
+            return f"outputs of type {outputs.dtype}; melep needs floating-point scores"
+        expected = len(self.metadata.labels) if self.metadata.labels is not None else self.output_width
+        if expected is not None and outputs.shape[1] != expected:
+            return self._width_message(outputs.shape[1])
+        finite = np.isfinite(outputs).all(axis=1)
+        if not finite.all():
+            return f"NaN or infinite outputs for {int((~finite).sum())} of {count} records"
+        return None
+
+    def _width_message(self, width: int) -> str:
+        if self.metadata.labels is not None:
+            return f"outputs {width} scores per record but its metadata names {len(self.metadata.labels)} labels"
+        return f"outputs {width} scores per record, earlier {self.output_width}"
+
+    def _check_width(self, width: int | None, *, where: str) -> None:
+        labels = self.metadata.labels
+        if width is not None and labels is not None and width != len(labels):
+            raise CheckpointError(f"{self.path}: {self._width_message(width)} ({where})")
+
+    def __repr__(self) -> str:
+        return f"Checkpoint(name={self.name!r}, format={self.format!r}, device={self.device!r}, path='{self.path}')"
+
+
+def _static_width(backend: Backend) -> bool:
+    shape = backend.output.shape
+    return shape is not None and len(shape) == 2 and shape[1] is not None

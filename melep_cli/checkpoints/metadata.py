@@ -1,0 +1,231 @@
+"""Checkpoint metadata: the JSON object of FORMATS.md, where it is found, validated, with its defaults.
+
+Sources, first found wins: ONNX `metadata_props["melep"]`, the TorchScript extra file `melep.json`,
+a sidecar `<stem>.json` next to the checkpoint. Wrong types are errors naming the key; unknown keys
+are warnings; keys left out take defaults and are listed in `defaulted`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from melep_cli.errors import CheckpointError, MelepError
+from melep_cli.preprocess import DTYPES, LAYOUTS, NORMALIZATIONS, STANDARD_LEADS, lead_key
+
+logger = logging.getLogger("melep")
+
+METADATA_KEY = "melep"  # ONNX metadata_props key
+EXTRA_FILE = "melep.json"  # TorchScript extra file
+OUTPUTS = ("logits", "probabilities", "softmax")
+KNOWN_KEYS = (
+    "labels",
+    "sampling_rate",
+    "samples",
+    "leads",
+    "layout",
+    "output",
+    "normalization",
+    "dtype",
+    "source_prevalence",
+    "name",
+    "description",
+)
+#: Keys listed in `defaulted` when absent (source_prevalence has no default: absent means unknown).
+DEFAULTABLE_KEYS = tuple(key for key in KNOWN_KEYS if key != "source_prevalence")
+#: Keys whose default changes results; the others (name, description) default harmlessly.
+CONSEQUENTIAL_KEYS = ("labels", "sampling_rate", "samples", "leads", "layout", "output", "normalization", "dtype")
+
+
+@dataclass(frozen=True)
+class CheckpointMetadata:
+    """What a checkpoint expects and produces; None where the value is derived later (model or target).
+
+    `defaulted` lists the keys the metadata did not give; `origin` says where the JSON came from.
+    """
+
+    labels: tuple[str, ...] | None = None  # None: out0 .. out{Z-1} once Z is known
+    sampling_rate: float | None = None  # None: the target's rate
+    samples: int | None = None  # None: the ONNX input's static length, else the record length
+    leads: tuple[str, ...] = STANDARD_LEADS
+    layout: str | None = None  # None: from the ONNX input shape, else probed
+    output: str = "logits"
+    normalization: str = "none"
+    dtype: str | None = None  # None: the ONNX input's declared type / the TorchScript parameters' type
+    source_prevalence: tuple[float, ...] | None = None
+    name: str | None = None  # None: the file stem
+    description: str | None = None
+    defaulted: tuple[str, ...] = DEFAULTABLE_KEYS
+    origin: str = "none"
+    extra: Mapping[str, Any] = field(default_factory=dict)  # unknown keys, kept for annotate
+
+    def to_document(self) -> dict[str, Any]:
+        """The keys that were given (not the defaults), as the JSON object to store."""
+        document: dict[str, Any] = dict(self.extra)
+        for key in KNOWN_KEYS:
+            value = getattr(self, key)
+            if key in self.defaulted or value is None:
+                continue
+            document[key] = list(value) if isinstance(value, tuple) else value
+        return document
+
+
+def parse_metadata(document: Any, *, where: str, origin: str) -> CheckpointMetadata:
+    """Validate a metadata JSON object; `where` (usually the checkpoint path) starts every error message."""
+    values = validate_metadata(document, where=where, origin=origin)
+    unknown = {key: value for key, value in values.items() if key not in KNOWN_KEYS}
+    given = {key: value for key, value in values.items() if key in KNOWN_KEYS}
+    for key in unknown:
+        logger.warning(
+            "%s: unknown metadata key %r in %s (ignored; known keys: %s)", where, key, origin, ", ".join(KNOWN_KEYS)
+        )
+    metadata = CheckpointMetadata(
+        **given,
+        defaulted=tuple(key for key in DEFAULTABLE_KEYS if key not in given),
+        origin=origin,
+        extra=unknown,
+    )
+    prevalence, labels = metadata.source_prevalence, metadata.labels
+    if labels is not None and prevalence is not None and len(prevalence) != len(labels):
+        raise CheckpointError(
+            f"{where}: metadata key 'source_prevalence' has {len(prevalence)} values "
+            f"but 'labels' has {len(labels)} ({origin})"
+        )
+    return metadata
+
+
+def validate_metadata(
+    document: Any, *, where: str, origin: str, error: type[MelepError] = CheckpointError
+) -> dict[str, Any]:
+    """Known keys checked and normalised (tuples, upper-case layout, ...); JSON null counts as absent.
+
+    Problems raise `error` (CheckpointError for stored metadata, UsageError for values a user typed).
+    """
+    if not isinstance(document, Mapping):
+        raise error(f"{where}: metadata must be a JSON object, got {_type_name(document)} ({origin})")
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        if value is None:
+            continue
+        checker = _CHECKERS.get(key)
+        if checker is None:
+            values[str(key)] = value
+            continue
+        try:
+            values[key] = checker(value)
+        except (TypeError, ValueError) as problem:
+            raise error(
+                f"{where}: metadata key {key!r} {problem}, got {json.dumps(value)[:80]} ({_type_name(value)}; {origin})"
+            ) from None
+    return values
+
+
+def parse_metadata_text(text: str | bytes, *, where: str, origin: str) -> CheckpointMetadata:
+    """Parse JSON text (an embedded property or file) into validated metadata."""
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{where}: metadata in {origin} is not valid JSON ({error})") from None
+    return parse_metadata(document, where=where, origin=origin)
+
+
+def sidecar_path(checkpoint: str | Path) -> Path:
+    """`<stem>.json` next to the checkpoint."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.json")
+
+
+def resolve_metadata(checkpoint: Path, embedded: str | bytes | None, embedded_origin: str) -> CheckpointMetadata:
+    """Embedded metadata if there is any, else the sidecar, else all defaults."""
+    sidecar = sidecar_path(checkpoint)
+    if embedded:
+        if sidecar.is_file():
+            logger.warning(
+                "%s: sidecar %s ignored: the metadata in %s takes precedence", checkpoint, sidecar, embedded_origin
+            )
+        return parse_metadata_text(embedded, where=str(checkpoint), origin=embedded_origin)
+    if sidecar.is_file():
+        try:
+            text = sidecar.read_bytes()
+        except OSError as error:
+            raise CheckpointError(f"{checkpoint}: cannot read sidecar {sidecar} ({error.strerror or error})") from None
+        return parse_metadata_text(text, where=str(checkpoint), origin=f"sidecar {sidecar}")
+    return CheckpointMetadata()
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) and item.strip() for item in value):
+        raise TypeError(f"must be a non-empty array of {what}")
+    keys = [lead_key(item) if what == "lead names" else item for item in value]
+    duplicates = sorted({item for item in keys if keys.count(item) > 1})
+    if duplicates:
+        raise ValueError(f"has duplicate {what} {', '.join(duplicates)}")
+    return tuple(value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _sampling_rate(value: Any) -> float:
+    if not _number(value) or not math.isfinite(value) or value <= 0:
+        raise TypeError("must be a positive number of Hz")
+    return float(value)
+
+
+def _samples(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise TypeError("must be a positive integer")
+    return value
+
+
+def _choice(choices: tuple[str, ...], *, upper: bool = False):
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"must be one of {', '.join(choices)}")
+        normalised = value.strip().upper() if upper else value.strip().lower()
+        if normalised not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return normalised
+
+    return check
+
+
+def _prevalence(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value or not all(_number(item) for item in value):
+        raise TypeError("must be a non-empty array of numbers")
+    if not all(0 <= item <= 1 for item in value):
+        raise ValueError("must hold fractions between 0 and 1")
+    return tuple(float(item) for item in value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("must be a string")
+    return value
+
+
+_CHECKERS = {
+    "labels": lambda value: _names(value, "label names"),
+    "sampling_rate": _sampling_rate,
+    "samples": _samples,
+    "leads": lambda value: _names(value, "lead names"),
+    "layout": _choice(LAYOUTS, upper=True),
+    "output": _choice(OUTPUTS),
+    "normalization": _choice(NORMALIZATIONS),
+    "dtype": _choice(DTYPES),
+    "source_prevalence": _prevalence,
+    "name": _text,
+    "description": _text,
+}

@@ -1,0 +1,135 @@
+"""`melep annotate CHECKPOINT --labels ...`: store melep metadata inside a checkpoint users already have."""
+
+from __future__ import annotations
+
+import enum
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from melep_cli import report
+from melep_cli.checkpoints import annotate_checkpoint
+from melep_cli.checkpoints.metadata import KNOWN_KEYS
+from melep_cli.cli.app import (
+    ActivationName,
+    DebugOption,
+    FormatOption,
+    OutputFormat,
+    QuietOption,
+    app,
+    cli_errors,
+    configure_logging,
+    emit,
+    parse_floats,
+    split_names,
+)
+from melep_cli.errors import UsageError
+
+
+class LayoutName(str, enum.Enum):
+    NCT = "NCT"
+    NTC = "NTC"
+
+
+class NormalizationName(str, enum.Enum):
+    none = "none"
+    zscore = "zscore"
+    minmax = "minmax"
+
+
+class DtypeName(str, enum.Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+@app.command("annotate")
+def annotate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="An ONNX or TorchScript checkpoint.")],
+    labels: Annotated[str | None, typer.Option("--labels", "-l", help="Comma-separated source label names.")] = None,
+    sampling_rate: Annotated[float | None, typer.Option("--sampling-rate", help="Hz the model was trained on.")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", min=1, help="Input length in samples.")] = None,
+    leads: Annotated[str | None, typer.Option("--leads", help="Comma-separated lead names in input order.")] = None,
+    layout: Annotated[
+        LayoutName | None, typer.Option("--layout", help="NCT (batch, leads, time) or NTC.", case_sensitive=False)
+    ] = None,
+    activation: Annotated[
+        ActivationName | None,
+        typer.Option(
+            "--activation",
+            "-a",
+            help="What the outputs are (metadata key 'output'): logits, probabilities or softmax.",
+            case_sensitive=False,
+        ),
+    ] = None,
+    normalization: Annotated[
+        NormalizationName | None,
+        typer.Option("--normalization", help="Per record and lead: none, zscore or minmax.", case_sensitive=False),
+    ] = None,
+    dtype: Annotated[DtypeName | None, typer.Option("--dtype", help="Input type.", case_sensitive=False)] = None,
+    source_prevalence: Annotated[
+        str | None, typer.Option("--source-prevalence", help="Comma-separated fractions of positives, per label.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name shown in reports.")] = None,
+    description: Annotated[str | None, typer.Option("--description", help="Free text shown in reports.")] = None,
+    from_json: Annotated[
+        Path | None, typer.Option("--from-json", help="Merge a metadata JSON object from this file first.")
+    ] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="Drop this metadata key (repeatable).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Start from empty metadata, not the existing.")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the annotated checkpoint here instead of replacing CHECKPOINT."),
+    ] = None,
+    output_format: FormatOption = OutputFormat.table,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Write metadata into CHECKPOINT (ONNX metadata_props / TorchScript melep.json), merged with what is there."""
+    configure_logging(quiet=quiet)
+    with cli_errors(debug):
+        document = _read_json(from_json) if from_json is not None else None
+        unknown = [key for key in remove or [] if key not in KNOWN_KEYS]
+        if unknown:
+            raise UsageError(f"--remove: unknown metadata key {unknown[0]!r} (known: {', '.join(KNOWN_KEYS)})")
+        result = annotate_checkpoint(
+            checkpoint,
+            output=output,
+            labels=split_names(labels),
+            sampling_rate=sampling_rate,
+            samples=samples,
+            leads=split_names(leads),
+            layout=layout.value if layout else None,
+            activation=activation.value if activation else None,
+            normalization=normalization.value if normalization else None,
+            dtype=dtype.value if dtype else None,
+            source_prevalence=parse_floats(source_prevalence, "--source-prevalence"),
+            name=name,
+            description=description,
+            metadata=document,
+            remove=remove or (),
+            replace=replace,
+        )
+        text = None
+        if output_format is OutputFormat.json:
+            text = report.to_json({"path": str(result.path), "metadata": result.document})
+        elif output_format is OutputFormat.csv:
+            rows = [["key", "value"]] + [[key, json.dumps(value)] for key, value in result.document.items()]
+            text = report.rows_to_csv(rows)
+        table = Table(title=f"Metadata written to {result.path}", show_header=False, title_justify="left")
+        table.add_column("key", style="bold")
+        table.add_column("value")
+        for key, value in result.document.items():
+            table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+        emit(text, [table], None)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UsageError(f"--from-json {path}: cannot read ({error.strerror or error})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"--from-json {path}: not valid JSON ({error})") from None

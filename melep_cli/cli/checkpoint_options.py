@@ -1,0 +1,37 @@
+"""Options shared by every command that loads checkpoints (`inspect`, `annotate`, `rank`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from melep_cli.checkpoints.checkpoint import DEFAULT_BATCH_SIZE
+from melep_cli.checkpoints.devices import DEVICE_HELP
+
+DeviceOption = Annotated[str, typer.Option("--device", "-d", help=f"Where models run: {DEVICE_HELP}.")]
+StrictDeviceOption = Annotated[
+    bool,
+    typer.Option("--strict-device", help="Fail instead of falling back to the CPU when --device cuda is unavailable."),
+]
+BatchSizeOption = Annotated[
+    int,
+    typer.Option(
+        "--batch-size",
+        "-b",
+        min=1,
+        help=f"Records per forward pass (default {DEFAULT_BATCH_SIZE}); halved automatically when memory runs out.",
+    ),
+]
+CheckpointsOption = Annotated[
+    list[Path],
+    typer.Option(
+        "--checkpoints",
+        "-c",
+        help="A directory of checkpoints or a checkpoint file (.onnx, .pt, .pth, .ts, .torchscript); repeatable.",
+    ),
+]
+RecursiveOption = Annotated[
+    bool, typer.Option("--recursive", "-r", help="Search --checkpoints directories and their subdirectories.")
+]

@@ -1,0 +1,140 @@
+"""`melep inspect PATH...`: what a checkpoint is, expects and produces (table or JSON)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from melep_cli import report
+from melep_cli.checkpoints import inspect_checkpoint, is_checkpoint_path, parse_device
+from melep_cli.checkpoints.discovery import CHECKPOINT_SUFFIXES
+from melep_cli.cli.app import (
+    EXIT_CHECKPOINT_FAILED,
+    DebugOption,
+    FormatOption,
+    OutputFileOption,
+    OutputFormat,
+    QuietOption,
+    app,
+    cli_errors,
+    configure_logging,
+    emit,
+    stderr_console,
+)
+from melep_cli.cli.checkpoint_options import DeviceOption, StrictDeviceOption
+from melep_cli.errors import CheckpointError, UsageError
+
+
+def inspect_path(path: Path, *, device: str, strict_device: bool) -> dict[str, Any]:
+    """Describe one path: checkpoints here; other paths (targets) are for the dispatcher to route."""
+    if is_checkpoint_path(path):
+        return {"kind": "checkpoint", **inspect_checkpoint(path, device=device, strict_device=strict_device)}
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or directory")
+    raise UsageError(f"{path}: not a checkpoint (expected one of {', '.join(CHECKPOINT_SUFFIXES)})")
+
+
+@app.command("inspect")
+def inspect_command(
+    paths: Annotated[list[Path], typer.Argument(help="Checkpoint files (.onnx, .pt, .pth, .ts, .torchscript).")],
+    device: DeviceOption = "auto",
+    strict_device: StrictDeviceOption = False,
+    output_format: FormatOption = OutputFormat.table,
+    output: OutputFileOption = None,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Show a checkpoint's format, input, output width, metadata (defaults marked) and device."""
+    configure_logging(quiet=quiet)
+    failed = False
+    with cli_errors(debug):
+        parse_device(device)
+        documents: list[dict[str, Any]] = []
+        for path in paths:
+            try:
+                documents.append(inspect_path(path, device=device, strict_device=strict_device))
+            except CheckpointError as error:
+                if len(paths) == 1:
+                    raise
+                # Several paths: report this one, describe the others, exit 1 at the end.
+                stderr_console.print(f"melep: error: {error}", markup=False, highlight=False)
+                documents.append({"kind": "checkpoint", "path": str(path), "status": "error", "error": str(error)})
+                failed = True
+        text = None
+        if output_format is OutputFormat.json:
+            text = report.to_json(documents[0] if len(documents) == 1 else documents)
+        elif output_format is OutputFormat.csv:
+            text = report.rows_to_csv(_csv_rows(documents))
+        emit(text, [_table(document) for document in documents if "error" not in document], output)
+    if failed:
+        raise typer.Exit(EXIT_CHECKPOINT_FAILED)
+
+
+def _value_text(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+def _table(document: dict[str, Any]) -> Table:
+    table = Table(title=f"{document['name']} ({document['format']})", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    declared = document["input"]
+    shape = "unknown until it runs" if declared["shape"] is None else f"[{', '.join(map(str, declared['shape']))}]"
+    table.add_row("path", document["path"])
+    table.add_row("input", f"{declared['name']}  shape {shape}  dtype {declared['dtype']}")
+    width = document["output"]["width"]
+    table.add_row("output", f"{document['output']['name']}  width {width if width is not None else 'unknown'}")
+    table.add_row("device", f"{document['device']} ({document['provider']})")
+    table.add_row("metadata from", document["metadata_origin"])
+    defaulted = document["defaulted"]
+    for key, value in document["metadata"].items():
+        if key in defaulted:
+            table.add_row(key, Text(f"{defaulted[key]}  (default)", style="yellow"))
+        elif value is not None:
+            table.add_row(key, _value_text(value))
+    for key in document["unknown_keys"]:
+        table.add_row(key, Text("unknown key, ignored", style="yellow"))
+    for note in document["notes"]:
+        table.add_row("note", note)
+    return table
+
+
+def _csv_rows(documents: list[dict[str, Any]]) -> list[list[Any]]:
+    keys = ["labels", "sampling_rate", "samples", "leads", "layout", "output", "normalization", "dtype"]
+    header = ["name", "path", "status", "format", "input_name", "input_shape", "output_width", "device", *keys]
+    header += ["defaulted", "error"]
+    rows: list[list[Any]] = [header]
+    for document in documents:
+        if "error" in document:
+            rows.append(["", document["path"], "error", *[""] * (len(header) - 5), "", document["error"]])
+            continue
+        metadata = document["metadata"]
+        shape = document["input"]["shape"]
+        rows.append(
+            [
+                document["name"],
+                document["path"],
+                "ok",
+                document["format"],
+                document["input"]["name"],
+                json.dumps(shape) if shape is not None else "",
+                document["output"]["width"] if document["output"]["width"] is not None else "",
+                document["device"],
+                *[
+                    " ".join(map(str, metadata[key])) if isinstance(metadata[key], list) else metadata[key]
+                    for key in keys
+                ],
+                " ".join(document["defaulted"]),
+                "",
+            ]
+        )
+    return [["" if cell is None else cell for cell in row] for row in rows]
