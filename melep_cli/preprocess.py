@@ -165,11 +165,16 @@ def _normalize(group: np.ndarray, normalization: str) -> np.ndarray:
     if normalization == "zscore":
         center = group.mean(axis=1, keepdims=True)
         scale = group.std(axis=1, keepdims=True)
-    else:
-        low = group.min(axis=1, keepdims=True)
-        high = group.max(axis=1, keepdims=True)
-        center = (high + low) / 2
-        scale = (high - low) / 2
-    # A flat lead has scale 0 and equals its center everywhere: dividing by 1 instead maps it to 0.
-    scale[scale == 0] = 1
-    return (group - center) / scale
+        # A flat lead has scale 0 and equals its center everywhere: dividing by 1 instead maps it to 0.
+        scale[scale == 0] = 1
+        return (group - center) / scale
+    # minmax as 2 (x - low) / (high - low) - 1: x - low <= high - low holds after rounding too, so the
+    # result stays inside [-1, 1] even for nearly flat float32 leads ((x - center) / scale does not).
+    low = group.min(axis=1, keepdims=True)
+    span = group.max(axis=1, keepdims=True) - low
+    flat = span == 0
+    span[flat] = 1
+    scaled = (group - low) / span
+    scaled *= 2
+    scaled -= 1
+    return np.where(flat, 0, scaled).astype(group.dtype, copy=False)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from melep_cli.atomic import atomic_path
 from melep_cli.checkpoints.backends import one_line, quiet_torch_jit
 from melep_cli.checkpoints.discovery import ONNX_SUFFIXES, TORCHSCRIPT_SUFFIXES
 from melep_cli.checkpoints.metadata import (
@@ -132,7 +131,8 @@ def annotate_checkpoint(
             model.metadata_props.add(key=key, value=value)
         model.metadata_props.add(key=METADATA_KEY, value=text)
         data = model.SerializeToString()
-        _atomic_replace(target, lambda temporary: Path(temporary).write_bytes(data))
+        with atomic_path(target) as temporary:
+            temporary.write_bytes(data)
     else:
         _annotate_torchscript(path, target, text)
     if previous_origin.startswith("sidecar"):
@@ -200,32 +200,5 @@ def _annotate_torchscript(path: Path, target: Path, text: str) -> None:
         raise CheckpointError(f"{path}: not a loadable TorchScript archive ({one_line(error)})") from None
     extra_files[EXTRA_FILE] = text
 
-    def save(temporary: str) -> None:
-        with quiet_torch_jit():
-            torch.jit.save(module, temporary, _extra_files=extra_files)
-
-    _atomic_replace(target, save)
-
-
-def _atomic_replace(target: Path, write: Callable[[str], Any]) -> None:
-    """Let `write` fill a temporary file next to `target`, then rename it over `target`."""
-    directory = target.parent if str(target.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    os.close(descriptor)
-    try:
-        write(temporary)
-        if target.exists():
-            os.chmod(temporary, target.stat().st_mode & 0o777)
-        else:
-            os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_path(target) as temporary, quiet_torch_jit():
+        torch.jit.save(module, str(temporary), _extra_files=extra_files)
