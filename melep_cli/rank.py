@@ -13,22 +13,19 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from melep_cli.checkpoints import Checkpoint, discover_checkpoints, load_checkpoint
+from melep_cli.checkpoints import DEFAULT_BATCH_SIZE, Checkpoint, discover_checkpoints, load_checkpoint, unique_names
 from melep_cli.errors import CheckpointError, MelepError, UsageError
 from melep_cli.metric import MelepAccumulator, MelepResult, Weighting
 from melep_cli.preprocess import InputSpec, prepare
 from melep_cli.targets import Batch, Target, open_target
 
 log = logging.getLogger("melep")
-
-#: Records per forward pass unless the user says otherwise (see benchmarks/ for the measurement).
-DEFAULT_BATCH_SIZE = 64
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -86,6 +83,10 @@ class RankReport:
     def failed(self) -> list[CheckpointOutcome]:
         return [outcome for outcome in self.outcomes if outcome.status != "ok"]
 
+    def top(self, count: int) -> RankReport:
+        """The same report with only the `count` best checkpoints (failures kept: they need attention)."""
+        return replace(self, outcomes=self.ok[:count] + self.failed)
+
 
 def rank(
     checkpoints: Sequence[str | Path],
@@ -114,8 +115,8 @@ def rank(
 
     outcomes: list[CheckpointOutcome] = []
     running: list[_Running] = []
-    for path in paths:
-        outcome, loaded = _load(path, device=device, strict_device=strict_device)
+    for path, name in zip(paths, unique_names(paths)):
+        outcome, loaded = _load(path, name, device=device, strict_device=strict_device)
         outcomes.append(outcome)
         if loaded is not None:
             running.append(_Running(loaded, outcome, weighting, source_weighted, opened.label_names))
@@ -180,42 +181,26 @@ class _Running:
             label_names=label_names,
             source_names=checkpoint.labels,
         )
-        self._layout_checked = False
 
     def feed(self, batch: Batch, labels: np.ndarray, prepared: dict[InputSpec, np.ndarray], batch_size: int) -> None:
         started = time.perf_counter()
         try:
-            spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=None)
-            if not self._layout_checked:
-                self._probe_layout(batch, spec)
-                spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=None)
-                self._layout_checked = True
+            length = max(len(signal) for signal in batch.signals)
+            spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=length)
+            if self.checkpoint.needs_probe:  # once, on the first batch: the spec is NCT until then
+                example = prepare(batch.signals[:1], batch.sampling_rate, batch.leads, spec)
+                self.checkpoint.probe_layout(example)
+                spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=length)
             inputs = prepared.get(spec)
             if inputs is None:
                 inputs = prepare(batch.signals, batch.sampling_rate, batch.leads, spec)
                 prepared[spec] = inputs
             outputs = self.checkpoint.predict(inputs, batch_size=batch_size)
             self.accumulator.update(outputs, labels)
-        except MelepError as error:
-            self._fail(error)
-        except Exception as error:  # a broken checkpoint must never lose the others' results
+        except Exception as error:  # MelepError or a crash inside a model: this checkpoint alone fails
             self._fail(error)
         finally:
             self.outcome.seconds += time.perf_counter() - started
-
-    def _probe_layout(self, batch: Batch, spec: InputSpec) -> None:
-        if not self.checkpoint.needs_probe:
-            return
-        example_spec = InputSpec(
-            sampling_rate=spec.sampling_rate,
-            samples=spec.samples,
-            leads=spec.leads,
-            layout="NCT",
-            normalization=spec.normalization,
-            dtype=spec.dtype,
-        )
-        example = prepare([batch.signals[0]], batch.sampling_rate, batch.leads, example_spec)
-        self.checkpoint.probe_layout(example)
 
     def finish(self) -> None:
         if self.outcome.status != "ok":
@@ -241,11 +226,11 @@ class _Running:
         log.warning(message)
 
 
-def _load(path: Path, *, device: str, strict_device: bool) -> tuple[CheckpointOutcome, Checkpoint | None]:
+def _load(path: Path, name: str, *, device: str, strict_device: bool) -> tuple[CheckpointOutcome, Checkpoint | None]:
     started = time.perf_counter()
-    outcome = CheckpointOutcome(name=path.stem, path=path, format=_format_of(path))
+    outcome = CheckpointOutcome(name=name, path=path, format=_format_of(path))
     try:
-        checkpoint = load_checkpoint(path, device=device, strict_device=strict_device)
+        checkpoint = load_checkpoint(path, device=device, strict_device=strict_device, name=name)
     except UsageError:
         raise
     except MelepError as error:

@@ -11,13 +11,14 @@ import io
 import logging
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from melep_cli.errors import MelepError, UsageError
 
@@ -44,6 +45,8 @@ app = typer.Typer(
 #: Results go to stdout; progress, warnings and errors go to stderr, so `--format json | jq` works.
 stdout_console = Console(soft_wrap=True)
 stderr_console = Console(stderr=True, soft_wrap=True)
+#: Width of tables written to a pipe or a file.
+PLAIN_TEXT_WIDTH = 200
 
 
 class OutputFormat(str, enum.Enum):
@@ -149,11 +152,12 @@ def emit(text: str | None, renderables: Sequence[RenderableType], output: Path |
     from melep_cli.atomic import atomic_write_text
 
     if text is None:
-        if output is None:
+        if output is None and stdout_console.is_terminal:
             for renderable in renderables:
                 stdout_console.print(renderable)
             return
-        file_console = Console(file=io.StringIO(), width=120, color_system=None)
+        # A pipe or a file: plain text, wide enough that no name is cut (a terminal uses its own width).
+        file_console = Console(file=io.StringIO(), width=PLAIN_TEXT_WIDTH, color_system=None)
         for renderable in renderables:
             file_console.print(renderable)
         text = file_console.file.getvalue()  # type: ignore[attr-defined]
@@ -207,3 +211,30 @@ def run(argv: Sequence[str] | None = None) -> int:
         stderr_console.print(f"melep: error: {error.format_message()}{hint}", markup=False, highlight=False)
         return error.exit_code
     return result if isinstance(result, int) else EXIT_OK
+
+
+@contextmanager
+def progress_bar(description: str, *, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A Rich bar on stderr (records done/total, records/s, ETA), fed by a `(done, total)` callback.
+
+    Silent with --quiet or when stderr is not a terminal, so logs and pipes stay clean.
+    """
+    enabled = not quiet and stderr_console.is_terminal
+    with Progress(
+        TextColumn(f"[bold]{description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=stderr_console,
+        transient=True,
+        disable=not enabled,
+    ) as bar:
+        task = bar.add_task(description, total=None, rate="")
+
+        def update(done: int, total: int) -> None:
+            elapsed = bar.tasks[0].elapsed or 0.0
+            rate = f"{done / elapsed:.0f} records/s" if elapsed > 0 else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        yield update

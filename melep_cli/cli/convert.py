@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from melep_cli import report
@@ -20,7 +18,7 @@ from melep_cli.cli.app import (
     cli_errors,
     configure_logging,
     emit,
-    stderr_console,
+    progress_bar,
 )
 from melep_cli.cli.target_options import (
     TARGET_PANEL,
@@ -106,21 +104,7 @@ def convert_command(
             strict=strict,
         )
         options["source_rate"] = options.pop("sampling_rate")
-        show_progress = not quiet and sys.stderr.isatty()
-        with Progress(
-            TextColumn("converting"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=stderr_console,
-            transient=True,
-            disable=not show_progress,
-        ) as bar:
-            task = bar.add_task("convert", total=None)
-
-            def advance(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
+        with progress_bar("converting", quiet=quiet) as advance:
             result = convert(
                 source,
                 output,

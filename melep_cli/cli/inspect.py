@@ -1,4 +1,4 @@
-"""`melep inspect PATH...`: what a checkpoint is, expects and produces (table or JSON)."""
+"""`melep inspect PATH...`: what a checkpoint is, expects and produces, or what a target holds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from rich.text import Text
 
 from melep_cli import report
 from melep_cli.checkpoints import inspect_checkpoint, is_checkpoint_path, parse_device
-from melep_cli.checkpoints.discovery import CHECKPOINT_SUFFIXES
 from melep_cli.cli.app import (
     EXIT_CHECKPOINT_FAILED,
     DebugOption,
@@ -27,37 +26,77 @@ from melep_cli.cli.app import (
     stderr_console,
 )
 from melep_cli.cli.checkpoint_options import DeviceOption, StrictDeviceOption
+from melep_cli.cli.target_options import (
+    FoldsOption,
+    LabelsCsvOption,
+    LabelsOption,
+    MinPositivesOption,
+    PtbxlLabels,
+    PtbxlLabelsOption,
+    StrictOption,
+    TargetFormatOption,
+    TargetSamplingRateOption,
+    target_kwargs,
+)
 from melep_cli.errors import CheckpointError, UsageError
+from melep_cli.targets import inspect_target, target_inspection_tables
 
 
-def inspect_path(path: Path, *, device: str, strict_device: bool) -> dict[str, Any]:
-    """Describe one path: checkpoints here; other paths (targets) are for the dispatcher to route."""
+def inspect_path(
+    path: Path, *, device: str = "auto", strict_device: bool = False, **target_options: Any
+) -> dict[str, Any]:
+    """Describe one path: a checkpoint (by extension and contents), else a target (HDF5, WFDB, PTB-XL)."""
     if is_checkpoint_path(path):
         return {"kind": "checkpoint", **inspect_checkpoint(path, device=device, strict_device=strict_device)}
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
-    raise UsageError(f"{path}: not a checkpoint (expected one of {', '.join(CHECKPOINT_SUFFIXES)})")
+    return {"kind": "target", **inspect_target(path, **target_options)}
 
 
 @app.command("inspect")
 def inspect_command(
-    paths: Annotated[list[Path], typer.Argument(help="Checkpoint files (.onnx, .pt, .pth, .ts, .torchscript).")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Checkpoint files (.onnx, .pt, .pth, .ts, .torchscript) or targets (HDF5, WFDB or PTB-XL directory).",
+            show_default=False,
+        ),
+    ],
     device: DeviceOption = "auto",
     strict_device: StrictDeviceOption = False,
+    target_format: TargetFormatOption = None,
+    labels: LabelsOption = None,
+    labels_csv: LabelsCsvOption = None,
+    min_positives: MinPositivesOption = 10,
+    ptbxl_labels: PtbxlLabelsOption = PtbxlLabels.superclass,
+    folds: FoldsOption = None,
+    sampling_rate: TargetSamplingRateOption = None,
+    strict: StrictOption = False,
     output_format: FormatOption = OutputFormat.table,
     output: OutputFileOption = None,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Show a checkpoint's format, input, output width, metadata (defaults marked) and device."""
+    """Show a checkpoint's format, input, output width, metadata (defaults marked) and device, or a
+    target's records, rates, durations, leads, label prevalence and skipped records."""
     configure_logging(quiet=quiet)
     failed = False
     with cli_errors(debug):
         parse_device(device)
+        options = target_kwargs(
+            target_format=target_format,
+            labels=labels,
+            labels_csv=labels_csv,
+            min_positives=min_positives,
+            ptbxl_labels=ptbxl_labels,
+            folds=folds,
+            sampling_rate=sampling_rate,
+            strict=strict,
+        )
         documents: list[dict[str, Any]] = []
         for path in paths:
             try:
-                documents.append(inspect_path(path, device=device, strict_device=strict_device))
+                documents.append(inspect_path(path, device=device, strict_device=strict_device, **options))
             except CheckpointError as error:
                 if len(paths) == 1:
                     raise
@@ -69,8 +108,18 @@ def inspect_command(
         if output_format is OutputFormat.json:
             text = report.to_json(documents[0] if len(documents) == 1 else documents)
         elif output_format is OutputFormat.csv:
-            text = report.rows_to_csv(_csv_rows(documents))
-        emit(text, [_table(document) for document in documents if "error" not in document], output)
+            kinds = {document["kind"] for document in documents}
+            if len(kinds) > 1:
+                raise UsageError("--format csv holds one kind of row: inspect checkpoints and targets separately")
+            rows = _target_csv_rows(documents) if kinds == {"target"} else _csv_rows(documents)
+            text = report.rows_to_csv(rows)
+        tables: list[Any] = []
+        for document in documents:
+            if document["kind"] == "target":
+                tables.extend(target_inspection_tables(document))
+            elif "error" not in document:
+                tables.append(_table(document))
+        emit(text, tables, output)
     if failed:
         raise typer.Exit(EXIT_CHECKPOINT_FAILED)
 
@@ -138,3 +187,21 @@ def _csv_rows(documents: list[dict[str, Any]]) -> list[list[Any]]:
             ]
         )
     return [["" if cell is None else cell for cell in row] for row in rows]
+
+
+def _target_csv_rows(documents: list[dict[str, Any]]) -> list[list[Any]]:
+    """One row per target label: path, format, records, label, positives, prevalence."""
+    rows: list[list[Any]] = [["path", "format", "records", "label", "positives", "prevalence"]]
+    for document in documents:
+        for label in document["labels"]:
+            rows.append(
+                [
+                    document["path"],
+                    document["format"],
+                    document["records"],
+                    label["name"],
+                    label["positives"],
+                    repr(float(label["prevalence"])),
+                ]
+            )
+    return rows

@@ -1,0 +1,152 @@
+"""`melep rank --checkpoints DIR|FILES --target PATH`: the tool's main job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from melep_cli import report
+from melep_cli.checkpoints import DEFAULT_BATCH_SIZE, parse_device
+from melep_cli.cli.app import (
+    EXIT_CHECKPOINT_FAILED,
+    DebugOption,
+    FormatOption,
+    OutputFileOption,
+    OutputFormat,
+    QuietOption,
+    WeightingName,
+    WeightingOption,
+    app,
+    cli_errors,
+    configure_logging,
+    emit,
+    progress_bar,
+)
+from melep_cli.cli.checkpoint_options import (
+    BatchSizeOption,
+    CheckpointsOption,
+    DeviceOption,
+    RecursiveOption,
+    StrictDeviceOption,
+)
+from melep_cli.cli.target_options import (
+    FoldsOption,
+    LabelsCsvOption,
+    LabelsOption,
+    MinPositivesOption,
+    PtbxlLabels,
+    PtbxlLabelsOption,
+    StrictOption,
+    TargetFormatOption,
+    TargetSamplingRateOption,
+    target_kwargs,
+)
+from melep_cli.errors import UsageError
+from melep_cli.rank import RankReport, rank
+
+
+@app.command("rank")
+def rank_command(
+    checkpoints: CheckpointsOption,
+    target: Annotated[
+        Path,
+        typer.Option(
+            "--target",
+            "-t",
+            help="Labelled ECG records: an HDF5 file, a WFDB / PhysioNet Challenge directory or a PTB-XL directory.",
+            show_default=False,
+        ),
+    ],
+    recursive: RecursiveOption = False,
+    device: DeviceOption = "auto",
+    strict_device: StrictDeviceOption = False,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
+    weighting: WeightingOption = WeightingName.prevalence,
+    source_weighted: Annotated[
+        bool,
+        typer.Option(
+            "--source-weighted",
+            help="Average over source labels weighted by each checkpoint's metadata source_prevalence.",
+        ),
+    ] = False,
+    per_label: Annotated[
+        bool, typer.Option("--per-label", help="Add m(y) for every target label and checkpoint.")
+    ] = False,
+    pairs: Annotated[
+        bool, typer.Option("--pairs", help="Add each checkpoint's phi(y, z) matrix (table and JSON).")
+    ] = False,
+    top: Annotated[
+        int | None, typer.Option("--top", min=1, help="Show only the K best checkpoints (failures still listed).")
+    ] = None,
+    target_format: TargetFormatOption = None,
+    labels: LabelsOption = None,
+    labels_csv: LabelsCsvOption = None,
+    min_positives: MinPositivesOption = 10,
+    ptbxl_labels: PtbxlLabelsOption = PtbxlLabels.superclass,
+    folds: FoldsOption = None,
+    sampling_rate: TargetSamplingRateOption = None,
+    strict: StrictOption = False,
+    output_format: FormatOption = OutputFormat.table,
+    output: OutputFileOption = None,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Rank checkpoints by MELEP on a labelled target, best (lowest) first.
+
+    Exit codes: 0 every checkpoint ranked; 1 at least one checkpoint failed (its error row is in
+    the output, the others are ranked); 2 usage or target error; 130 interrupted.
+    """
+    configure_logging(quiet=quiet)
+    with cli_errors(debug):
+        parse_device(device)
+        if pairs and output_format is OutputFormat.csv:
+            raise UsageError("--pairs needs --format json or table: a CSV row cannot hold the phi matrices")
+        options = target_kwargs(
+            target_format=target_format,
+            labels=labels,
+            labels_csv=labels_csv,
+            min_positives=min_positives,
+            ptbxl_labels=ptbxl_labels,
+            folds=folds,
+            sampling_rate=sampling_rate,
+            strict=strict,
+        )
+        with progress_bar("ranking", quiet=quiet) as update:
+            result = rank(
+                checkpoints,
+                target,
+                recursive=recursive,
+                device=device,
+                strict_device=strict_device,
+                batch_size=batch_size,
+                weighting=weighting.value,  # type: ignore[arg-type]
+                source_weighted=source_weighted,
+                progress=update,
+                **options,
+            )
+        if top is not None:
+            result = result.top(top)
+        text = None
+        if output_format is OutputFormat.json:
+            text = report.to_json(report.rank_to_dict(result, pairs=pairs))
+        elif output_format is OutputFormat.csv:
+            text = report.rank_to_csv(result, per_label=per_label)
+        emit(text, _tables(result, per_label=per_label, pairs=pairs), output)
+    if result.failed:
+        raise typer.Exit(EXIT_CHECKPOINT_FAILED)
+
+
+def _tables(result: RankReport, *, per_label: bool, pairs: bool) -> list:
+    tables: list = [report.rank_table(result)]
+    errors = report.rank_errors_table(result)
+    if errors is not None:
+        tables.append(errors)
+    if per_label and result.ok:
+        tables.append(report.rank_per_label_table(result))
+    if pairs:
+        for outcome in result.ok:
+            assert outcome.result is not None
+            tables.append(report.phi_table(outcome.result, title=f"phi(y, z) of {outcome.name}"))
+    return tables
