@@ -1,26 +1,58 @@
 """melep: rank pre-trained ECG checkpoints for a new multi-label task with MELEP.
 
-The Python API mirrors the CLI: `melep_cli.score(...)` is `melep score`, and the metric itself
-is `melep_cli.melep(outputs, labels)` / `melep_cli.MelepAccumulator`.
+The Python API mirrors the CLI, command for command:
+
+- `melep_cli.rank(checkpoints, target, ...)` is `melep rank` (a `RankReport`);
+- `melep_cli.score(outputs, labels, ...)` is `melep score`;
+- `melep_cli.inspect_checkpoint(path)` / `melep_cli.inspect_target(path)` are `melep inspect`;
+- `melep_cli.annotate_checkpoint(path, ...)` is `melep annotate`;
+- `melep_cli.convert(source, output, ...)` is `melep convert`;
+- the metric itself is `melep_cli.melep(outputs, labels)` and `melep_cli.MelepAccumulator`.
+
+torch and onnxruntime are imported only when a checkpoint is loaded.
 """
 
+from melep_cli.checkpoints import (
+    Checkpoint,
+    annotate_checkpoint,
+    discover_checkpoints,
+    inspect_checkpoint,
+    load_checkpoint,
+)
 from melep_cli.errors import CheckpointError, InputError, MelepError, TargetError, UsageError
 from melep_cli.metric import MelepAccumulator, MelepResult, activate, binary_entropy, melep
+from melep_cli.preprocess import InputSpec, prepare
+from melep_cli.rank import RankReport, rank
 from melep_cli.score import score
+from melep_cli.targets import Batch, Target, convert, inspect_target, open_target
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
+    "Checkpoint",
     "CheckpointError",
     "InputError",
+    "InputSpec",
     "MelepAccumulator",
     "MelepError",
     "MelepResult",
+    "RankReport",
+    "Target",
     "TargetError",
     "UsageError",
     "__version__",
     "activate",
+    "annotate_checkpoint",
     "binary_entropy",
+    "convert",
+    "discover_checkpoints",
+    "inspect_checkpoint",
+    "inspect_target",
+    "load_checkpoint",
     "melep",
+    "open_target",
+    "prepare",
+    "rank",
     "score",
 ]
