@@ -22,9 +22,9 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build import LEADS, SUPERCLASSES, normalize, read_cinc_header, read_cinc_record  # noqa: E402
+from build import LEADS, SUPERCLASSES, normalize, read_cinc_header, read_cinc_record
 
-from melep_cli.metric import melep  # noqa: E402
+from melep_cli.metric import melep
 
 REQUIRED_KEYS = {"labels", "sampling_rate", "samples", "leads", "layout", "output", "normalization", "dtype"}
 
@@ -77,7 +77,7 @@ def main() -> int:
     scores = {}
     for path in sorted((args.out / "checkpoints").iterdir()):
         meta, forward = load(path)
-        assert REQUIRED_KEYS <= meta.keys(), meta.keys()
+        assert meta.keys() >= REQUIRED_KEYS, meta.keys()
         inputs = normalize(signals.transpose(0, 2, 1), meta["normalization"])
         outputs = np.concatenate([forward(inputs[i : i + 64]) for i in range(0, len(inputs), 64)])
         assert outputs.shape == (len(signals), len(meta["labels"])) and np.isfinite(outputs).all(), outputs.shape
