@@ -232,7 +232,7 @@ def test_cli_inspect_usage_errors(argv, message, capsys):
 def test_cli_inspect_a_path_that_is_not_a_checkpoint(tmp_path, capsys):
     (tmp_path / "records").mkdir()
     assert run(["inspect", str(tmp_path / "records")]) == 2
-    assert "not a checkpoint" in one_error_line(capsys.readouterr().err)
+    assert "neither a checkpoint" in one_error_line(capsys.readouterr().err)
 
 
 def test_cli_annotate_writes_and_inspect_reads_back(tmp_path, models, capsys):

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from melep_cli import report
-from melep_cli.checkpoints import inspect_checkpoint, is_checkpoint_path, parse_device
+from melep_cli.checkpoints import CHECKPOINT_SUFFIXES, inspect_checkpoint, is_checkpoint_path, parse_device
 from melep_cli.cli.app import (
     EXIT_CHECKPOINT_FAILED,
     DebugOption,
@@ -38,8 +38,8 @@ from melep_cli.cli.target_options import (
     TargetSamplingRateOption,
     target_kwargs,
 )
-from melep_cli.errors import CheckpointError, UsageError
-from melep_cli.targets import inspect_target, target_inspection_tables
+from melep_cli.errors import CheckpointError, TargetError, UsageError
+from melep_cli.targets import detect_format, inspect_target, target_inspection_tables
 
 
 def inspect_path(
@@ -50,6 +50,14 @@ def inspect_path(
         return {"kind": "checkpoint", **inspect_checkpoint(path, device=device, strict_device=strict_device)}
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
+    if target_options.get("target_format") is None:
+        try:
+            detect_format(path)
+        except TargetError:
+            raise UsageError(
+                f"{path}: neither a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}) nor a target "
+                "(an HDF5 file, a WFDB directory with *.hea records, or a PTB-XL directory)"
+            ) from None
     return {"kind": "target", **inspect_target(path, **target_options)}
 
 
