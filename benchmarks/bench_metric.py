@@ -73,8 +73,9 @@ def measure(n: int, n_target: int, n_source: int, repeats: int, warmup: int) -> 
     }
 
 
-def run(*, quick: bool = False, sizes: tuple[int, ...] | None = None, name: str = "metric") -> dict[str, Any]:
-    """Benchmark the metric at each size; write `results/<name>.json`."""
+def run(*, quick: bool = False, sizes: tuple[int, ...] | None = None, name: str | None = None) -> dict[str, Any]:
+    """Benchmark the metric at each size; write `results/<name>.json` (metric.json, metric-quick.json)."""
+    name = name or ("metric-quick" if quick else "metric")
     sizes = sizes or (QUICK_SIZES if quick else DEFAULT_SIZES)
     n_target, n_source = 20, 100
     rows = []
@@ -104,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sizes 10^3 .. 10^5 only")
     parser.add_argument("--sizes", type=int, nargs="+", help="record counts to measure")
-    parser.add_argument("--name", default="metric", help="results file name (default: metric -> results/metric.json)")
+    parser.add_argument("--name", help="results file name (default: metric, or metric-quick with --quick)")
     args = parser.parse_args()
     run(quick=args.quick, sizes=tuple(args.sizes) if args.sizes else None, name=args.name)
 
