@@ -85,20 +85,22 @@ def markdown_table() -> str:
     metric_path = _common.RESULTS_DIR / "metric.json"
     if metric_path.is_file():
         document = json.loads(metric_path.read_text())
-        baseline_path = _common.RESULTS_DIR / "metric-baseline.json"
-        baseline = {}
-        if baseline_path.is_file():
-            baseline = {row["n"]: row for row in json.loads(baseline_path.read_text())["sizes"]}
+        revision = document.get("reference_revision") or "-"
         lines += [
-            "MELEP metric alone (Y = 20 target labels, Z = 100 source labels, float32 logits in):",
+            "MELEP metric alone (Y = 20 target labels, Z = 100 source labels, float32 logits in); "
+            f"'before' is melep_cli/metric.py at {revision}, timed in the same rounds:",
             "",
-            "| records n | seconds | peak extra memory (MiB) | before optimisation: seconds | peak (MiB) |",
-            "| ---: | ---: | ---: | ---: | ---: |",
+            "| records n | seconds | peak extra memory (MiB) | before: seconds | before: peak (MiB) | speedup |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in document["sizes"]:
-            before = baseline.get(row["n"])
-            old = f"{before['median_s']:.3f} | {before['peak_bytes'] / 2**20:.0f}" if before else "- | -"
-            lines.append(f"| {row['n']:,} | {row['median_s']:.3f} | {row['peak_bytes'] / 2**20:.0f} | {old} |")
+            old = row.get("reference")
+            before = (
+                f"{old['median_s']:.3f} | {old['peak_bytes'] / 2**20:.0f} | {old['speedup']:.2f}"
+                if old
+                else "- | - | -"
+            )
+            lines.append(f"| {row['n']:,} | {row['median_s']:.3f} | {row['peak_bytes'] / 2**20:.0f} | {before} |")
     return "\n".join(lines) if lines else "no results yet: run python benchmarks/run_all.py"
 
 
