@@ -8,9 +8,10 @@ Bi-LSTM) on real PTB-XL 100 Hz records, this times:
 - ONNX Runtime (ORT_ENABLE_ALL graph optimisations): sequential and parallel execution mode,
   intra-op threads = physical cores, and without thread spinning;
 each at torch/ORT intra-op threads = physical cores and = 1 (on a shared machine the
-multi-threaded runs can be far slower). Configurations are timed round-robin, one pass over
-the records each, so machine noise hits them alike; warm-up passes are excluded; figures are
-medians. Then a batch-size sweep for the fastest configuration of each model.
+multi-threaded runs can be far slower). Configurations are timed round-robin (each round
+starting one configuration later), one pass over the records each, so machine noise hits them
+alike; warm-up passes are excluded; figures are medians (and best of rounds). Then a batch-size
+sweep for the fastest configuration of each model.
 
     python benchmarks/bench_backends.py                # CPU, a few minutes on 2 cores
     python benchmarks/bench_backends.py --quick        # under a minute: fewer records
@@ -207,8 +208,10 @@ def compare_backends(
         for _ in range(warmup):  # with the check above: two untimed runs (TorchScript profiles, then optimises)
             one_pass(backend, batches[:1], sync)
     times: dict[str, list[float]] = {backend.name: [] for backend in backends}
-    for _ in range(repeats):
-        for backend in backends:
+    for round_index in range(repeats):
+        # Each round starts one configuration later, so none always runs right after the same one.
+        shift = round_index % len(backends)
+        for backend in backends[shift:] + backends[:shift]:
             times[backend.name].append(one_pass(backend, batches, sync))
     eager = statistics.median(times[backends[0].name])
     eager_best = min(times[backends[0].name])

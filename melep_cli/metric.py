@@ -4,9 +4,10 @@ MELEP (Nguyen, Duong & Do, J. Healthcare Informatics Research 2024) is LEEP appl
 (target label y, source label z) pair of binary problems. Lower is better. The definition
 followed here, step by step, is `shared/spec/MELEP.md`:
 
-- joint tables P(t, s) for all pairs at once are four matrix products (labels^T @ theta ...);
-- the log term is accumulated label by label over chunks of records, so nothing of size
-  n x Y x Z is ever allocated;
+- joint tables P(t, s) for all pairs at once are small matrix products over blocks of records;
+- the log term is accumulated over blocks of records (in an odds form that needs one log per
+  element, see `_pair_scores`), blocks spread over threads, so nothing of size n x Y x Z is ever
+  allocated and temporary memory stays O(block);
 - everything is float64; theta is clipped into [eps, 1 - eps] so saturated outputs stay finite.
 
 `melep()` is the one-shot call; `MelepAccumulator` takes a forward pass batch by batch and
@@ -36,7 +37,7 @@ EPS = 1e-12
 #: Elements of one (records x source labels) work block in the log term: about 1 MiB of float64,
 #: so a block and its gather buffer stay in a core's L2 cache; also bounds temporary memory.
 _BLOCK_ELEMENTS = 1 << 17
-#: Threads for the log term: numpy releases the GIL in its loops, so blocks run in parallel.
+#: Threads for the blocks: numpy releases the GIL in its loops, so blocks run in parallel.
 _THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
