@@ -4,9 +4,10 @@ MELEP (Nguyen, Duong & Do, J. Healthcare Informatics Research 2024) is LEEP appl
 (target label y, source label z) pair of binary problems. Lower is better. The definition
 followed here, step by step, is `shared/spec/MELEP.md`:
 
-- joint tables P(t, s) for all pairs at once are four matrix products (labels^T @ theta ...);
-- the log term is accumulated label by label over chunks of records, so nothing of size
-  n x Y x Z is ever allocated;
+- joint tables P(t, s) for all pairs at once are small matrix products over blocks of records;
+- the log term is accumulated over blocks of records (in an odds form that needs one log per
+  element, see `_pair_scores`), blocks spread over threads, so nothing of size n x Y x Z is ever
+  allocated and temporary memory stays O(block);
 - everything is float64; theta is clipped into [eps, 1 - eps] so saturated outputs stay finite.
 
 `melep()` is the one-shot call; `MelepAccumulator` takes a forward pass batch by batch and
@@ -15,7 +16,9 @@ gives the same result.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -31,8 +34,11 @@ ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 #: theta is clipped into [EPS, 1 - EPS]: P(s) can then never be 0 (the authors' code gives NaN).
 EPS = 1e-12
-#: Elements of one (records x source labels) work block in the log term: bounds temporary memory.
-_BLOCK_ELEMENTS = 1 << 20
+#: Elements of one (records x source labels) work block in the log term: about 1 MiB of float64,
+#: so a block and its gather buffer stay in a core's L2 cache; also bounds temporary memory.
+_BLOCK_ELEMENTS = 1 << 17
+#: Threads for the blocks: numpy releases the GIL in its loops, so blocks run in parallel.
+_THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,8 @@ def activate(outputs: np.ndarray, activation: str, *, what: str = "outputs") -> 
     values = _as_matrix(outputs, what)
     _check_finite(values, what)
     if activation == "logits":
-        return expit(values)
+        # In place when `values` is already our own float64 copy: saves one n x Z array.
+        return expit(values, out=values) if not np.may_share_memory(values, outputs) else expit(values)
     if activation == "softmax":
         return softmax(values, axis=1)
     low, high = values.min(initial=0.0), values.max(initial=1.0)
@@ -206,9 +213,8 @@ def _melep_from_probabilities(
     if not informative.any():
         raise InputError(f"every target label is degenerate (all 0 or all 1 over {n} records): MELEP has no score")
 
-    theta = np.clip(theta, eps, 1.0 - eps)
     phi = np.full((n_target, n_source), np.nan)
-    phi[informative] = _pair_scores(theta, labels[:, informative])
+    phi[informative] = _pair_scores(theta, labels[:, informative], eps)
     per_label = phi @ source_w
 
     label_weights = _label_weights(weighting, positives, n, informative)
@@ -229,40 +235,133 @@ def _melep_from_probabilities(
     )
 
 
-def _pair_scores(theta: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """phi(y, z) for informative labels: Y x Z, from theta (n x Z, clipped) and labels (n x Y)."""
+def _pair_scores(theta: np.ndarray, labels: np.ndarray, eps: float) -> np.ndarray:
+    """phi(y, z) for informative labels: Y x Z, from theta (n x Z, clipped here) and labels (n x Y).
+
+    Two passes over blocks of records, so temporaries stay O(block) whatever n is:
+    1. the joint tables n * P(t, s) of every (y, z) pair: small matrix products per block;
+    2. the log term, sum over records of log(C(t|0) * (1 - theta) + C(t|1) * theta) with t the
+       record's label. Written as log(1 - theta) + log C(t|1) + log(k_t + odds), with
+       k_t = C(t|0) / C(t|1) and odds = theta / (1 - theta): log(1 - theta) does not depend on
+       y and is summed once per block, log C(t|1) is a constant per (y, t), and what is left per
+       element is one addition and one log. Records are gathered by label value (not selected
+       with np.where) so each (y, t) applies one row of k_t by broadcasting. Every term is a sum
+       or product of positive numbers, so nothing cancels and float64 keeps ~1e-15 relative error.
+       Blocks are spread over threads (numpy releases the GIL in these loops); their partial
+       sums are added in block order, so the result does not depend on the thread count.
+    The log identity needs 0 < theta < 1 after clipping, i.e. 0 < eps with 1 - eps < 1 in
+    float64 (the default eps is 1e-12); otherwise the direct formula is used block by block.
+    """
     n, n_source = theta.shape
-    one_minus = 1.0 - theta
-    positive = labels.astype(np.float64)
-    negative = 1.0 - positive
-    # Joint sums n * P(t, s) for every pair at once: four (Y x n) @ (n x Z) products.
-    joint_11 = positive.T @ theta
-    joint_10 = positive.T @ one_minus
-    joint_01 = negative.T @ theta
-    joint_00 = negative.T @ one_minus
-    marginal_1 = theta.sum(axis=0)
-    marginal_0 = one_minus.sum(axis=0)
-    # Conditionals C(t | s) for t = label of the record: [t][s] -> Y x Z.
-    cond = {
-        (1, 1): joint_11 / marginal_1,
-        (1, 0): joint_10 / marginal_0,
-        (0, 1): joint_01 / marginal_1,
-        (0, 0): joint_00 / marginal_0,
-    }
-    log_sum = np.zeros((labels.shape[1], n_source))
-    rows = max(1, _BLOCK_ELEMENTS // max(n_source, 1))
-    for start in range(0, n, rows):
-        block = slice(start, start + rows)
-        theta_block, one_minus_block = theta[block], one_minus[block]
-        for y in range(labels.shape[1]):
-            carries = labels[block, y].astype(bool)[:, None]
-            given_0 = np.where(carries, cond[1, 0][y], cond[0, 0][y])
-            given_1 = np.where(carries, cond[1, 1][y], cond[0, 1][y])
-            likelihood = given_0 * one_minus_block
-            likelihood += given_1 * theta_block
-            np.log(likelihood, out=likelihood)
-            log_sum[y] += likelihood.sum(axis=0)
+    n_target = labels.shape[1]
+    rows = max(64, _BLOCK_ELEMENTS // max(n_source, 1))
+    blocks = [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
+    low, high = eps, 1.0 - eps
+
+    # Pass 1: joint[t, s] = sum over records with label t of theta_s, for every (y, z) at once.
+    joint = np.zeros((n_target, 2, 2 * n_source))  # [y, t, (s, z)]
+    for partial in _map_blocks(lambda block: _joint_sums(theta[block], labels[block], low, high), blocks):
+        joint += partial
+    joint = joint.reshape(n_target, 2, 2, n_source).transpose(1, 2, 0, 3)  # [t, s, y, z]
+    marginal = joint.sum(axis=0)  # [s, y, z]: n * P(s), the same for every y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cond = joint / marginal  # C(t | s): [t, s, y, z]
+        ratio = cond[:, 0] / cond[:, 1]  # k_t: [t, y, z]
+        log_c1 = np.log(cond[:, 1])  # log C(t | 1): [t, y, z]
+
+    fast = low > 0.0 and high < 1.0 and bool(np.all(np.isfinite(ratio)) and np.all(np.isfinite(log_c1)))
+    if fast:
+        # Transposed (Z x records) so each k_t row broadcasts as a column over contiguous records.
+        ratio_columns = np.ascontiguousarray(ratio[:, :, :, None])  # [t, y, z, 1]
+
+        def log_block(block: slice) -> np.ndarray:
+            return _log_sums_by_odds(theta[block], labels[block], low, high, ratio_columns)
+
+    else:
+
+        def log_block(block: slice) -> np.ndarray:
+            return _log_sums_direct(theta[block], labels[block], low, high, cond)
+
+    # Pass 2: the log term, block partial sums added in block order (deterministic).
+    log_sum = np.zeros((n_target, n_source))
+    for partial in _map_blocks(log_block, blocks):
+        log_sum += partial
+    if fast:
+        positives = labels.sum(axis=0, dtype=np.int64).astype(np.float64)
+        counts = np.stack([n - positives, positives])[:, :, None]  # [t, y, 1]
+        log_sum += (counts * log_c1).sum(axis=0)
     return -log_sum / n
+
+
+def _joint_sums(theta: np.ndarray, labels: np.ndarray, low: float, high: float) -> np.ndarray:
+    """One block's joint sums [y, t, (s, z)]: records with label t summed over theta_s, s = 0 then 1.
+
+    One small (2 x b) @ (b x 2Z) product per target label rather than one (2Y x b) @ (b x 2Z):
+    OpenBLAS runs products this small on the calling thread, so the blocks can be spread over
+    threads; a multi-threaded BLAS inside each call slows to a crawl when the cores are shared.
+    """
+    clipped = np.clip(theta, low, high)
+    both = np.concatenate([1.0 - clipped, clipped], axis=1)
+    positive = labels.astype(np.float64)
+    selectors = np.stack([1.0 - positive, positive])  # [t, record, y]
+    sums = np.empty((labels.shape[1], 2, both.shape[1]))
+    for y in range(labels.shape[1]):
+        np.matmul(selectors[:, :, y], both, out=sums[y])
+    return sums
+
+
+def _map_blocks(function: Callable[[slice], np.ndarray], blocks: list[slice]) -> Iterator[np.ndarray]:
+    """`function` of each block, yielded in block order; computed on up to `_THREADS` threads."""
+    workers = min(_THREADS, len(blocks))
+    if workers <= 1:
+        yield from map(function, blocks)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="melep-metric") as pool:
+        yield from pool.map(function, blocks)
+
+
+def _log_sums_by_odds(
+    theta: np.ndarray, labels: np.ndarray, low: float, high: float, ratio_columns: np.ndarray
+) -> np.ndarray:
+    """One block's sums over records of log(1 - theta) + log(k_t + theta / (1 - theta)): Y x Z."""
+    n_target = labels.shape[1]
+    odds = np.empty((theta.shape[1], theta.shape[0]))  # Z x b, C-contiguous: records run along rows
+    np.clip(theta.T, low, high, out=odds)
+    one_minus = 1.0 - odds
+    np.divide(odds, one_minus, out=odds)
+    np.log(one_minus, out=one_minus)
+    log_one_minus = one_minus.sum(axis=1)
+    gathered = one_minus  # reused as the gather buffer
+    sums = np.empty((n_target, odds.shape[0]))
+    carries = labels.astype(bool)
+    for y in range(n_target):
+        # Records with label 0 first, then label 1: one gather, then each group gets its own k_t.
+        negatives = np.flatnonzero(~carries[:, y])
+        order = np.concatenate([negatives, np.flatnonzero(carries[:, y])])
+        np.take(odds, order, axis=1, out=gathered, mode="clip")
+        split = negatives.size
+        np.add(gathered[:, :split], ratio_columns[0, y], out=gathered[:, :split])
+        np.add(gathered[:, split:], ratio_columns[1, y], out=gathered[:, split:])
+        np.log(gathered, out=gathered)
+        np.add(log_one_minus, gathered.sum(axis=1), out=sums[y])
+    return sums
+
+
+def _log_sums_direct(theta: np.ndarray, labels: np.ndarray, low: float, high: float, cond: np.ndarray) -> np.ndarray:
+    """One block's sums over records of log(C(t|0) * (1 - theta) + C(t|1) * theta): Y x Z.
+
+    The plain formula, for an eps that lets theta reach 0 or 1 (where the odds form breaks).
+    """
+    clipped = np.clip(theta, low, high)
+    one_minus = 1.0 - clipped
+    sums = np.empty((labels.shape[1], theta.shape[1]))
+    for y in range(labels.shape[1]):
+        carries = labels[:, y].astype(bool)[:, None]
+        likelihood = np.where(carries, cond[1, 0, y], cond[0, 0, y]) * one_minus
+        likelihood += np.where(carries, cond[1, 1, y], cond[0, 1, y]) * clipped
+        np.log(likelihood, out=likelihood)
+        sums[y] = likelihood.sum(axis=0)
+    return sums
 
 
 def _label_weights(weighting: str, positives: np.ndarray, n: int, informative: np.ndarray) -> np.ndarray:

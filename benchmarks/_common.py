@@ -1,0 +1,176 @@
+"""Shared pieces of the benchmark scripts: machine description, timing, real ECG input, results.
+
+Every figure the benchmarks report is a ratio of two timings taken in the same run on the same
+machine; absolute times are written beside the ratios for context only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCHMARKS_DIR.parent
+RESULTS_DIR = BENCHMARKS_DIR / "results"
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+PTBXL_DIR = SHARED_DATA / "ptbxl"
+
+# The scripts run as `python benchmarks/<name>.py`: make this checkout's melep_cli the one imported.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def physical_cores() -> int:
+    """Physical cores usable by this process (hyper-threads not counted), from /proc/cpuinfo."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return usable
+    cores: set[tuple[str, str]] = set()
+    physical_id = core_id = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "physical id":
+            physical_id = value
+        elif key == "core id":
+            core_id = value
+        elif not key and (physical_id or core_id):
+            cores.add((physical_id, core_id))
+            physical_id = core_id = ""
+    if physical_id or core_id:
+        cores.add((physical_id, core_id))
+    return max(1, min(usable, len(cores) or usable))
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (platform.processor() elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description() -> dict[str, Any]:
+    """What the numbers were measured on, written into every results file."""
+    import torch
+
+    description: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "memory_gib": _memory_gib(),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import onnxruntime
+
+        description["onnxruntime"] = onnxruntime.__version__
+        description["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        description["onnxruntime"] = None
+    return description
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def time_call(
+    function: Callable[[], object], *, repeats: int, warmup: int = 1, sync: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """Median (and min/max) seconds of `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        function()
+        if sync:
+            sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - start)
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "repeats": repeats,
+        "warmup": warmup,
+    }
+
+
+def load_ptbxl_signals(count: int, *, samples: int = 1000) -> tuple[np.ndarray, str]:
+    """`count` PTB-XL 100 Hz records as float32 (count, 12, samples) in mV, and where they came from.
+
+    Records are repeated when `count` exceeds what is on disk. Without the shared data the
+    benchmark still runs, on random data, and the returned description says so.
+    """
+    records_dir = PTBXL_DIR / "records100"
+    headers = sorted(records_dir.glob("*/*.hea")) if records_dir.is_dir() else []
+    if not headers:
+        rng = np.random.default_rng(0)
+        signals = rng.standard_normal((count, 12, samples), dtype=np.float32) * np.float32(0.3)
+        return signals, f"random N(0, 0.3 mV) data: PTB-XL records not found at {records_dir}"
+    import wfdb
+
+    unique = min(count, len(headers))
+    decoded = np.zeros((unique, 12, samples), dtype=np.float32)
+    for index, header in enumerate(headers[:unique]):
+        values, _ = wfdb.rdsamp(str(header.with_suffix("")))
+        length = min(samples, values.shape[0])
+        decoded[index, :, :length] = np.nan_to_num(values[:length].T)
+    signals = decoded[np.arange(count) % unique]
+    return signals, f"PTB-XL 100 Hz records from {records_dir} ({unique} distinct records, repeated to {count})"
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """Write `benchmarks/results/<name>.json` (machine description added) and return its path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    document = {"benchmark": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **payload}
+    document.setdefault("machine", machine_description())
+    path.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+NOISE_NOTE = (
+    "Timings are noisy: the machine may be shared with other processes (see load_average_at_start). "
+    "Compare ratios taken in the same run, not absolute times across runs."
+)

@@ -1,0 +1,264 @@
+"""The two source models of the MELEP paper, rebuilt from its description, for benchmarks.
+
+Nguyen, Duong & Do (2024) pre-train a 1-D ResNet-101 and a Bi-LSTM on 12-lead ECGs at 100 Hz,
+10 s long (12 x 1000 samples, NCT). Neither set of weights is public, so these have random
+weights: fine for timing a forward pass, meaningless as transfer sources.
+
+- `resnet101_1d`: bottleneck blocks [3, 4, 23, 3], expansion 4, Conv1d / BatchNorm1d / ReLU,
+  widths 64..512 as in the 2-D ResNet-101, kernel 3 in the bottlenecks and 15 in the stem: about
+  3 GFLOP per record (`flops_per_record` counts them with torch's FlopCounterMode).
+- `bilstm`: one bidirectional LSTM layer, hidden size 100, over the 1000 time steps of 12 leads;
+  the (1000 x 200) outputs are flattened into one linear layer.
+
+`export_checkpoint` writes a model as TorchScript (`.ts`, metadata in the extra file
+`melep.json`) and ONNX (`.onnx`, metadata in `metadata_props["melep"]`), the FORMATS.md
+conventions, so `melep rank` benchmarks can load them as checkpoints.
+
+    python benchmarks/models.py --out /tmp/checkpoints    # export both, print FLOPs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+SAMPLING_RATE = 100
+SAMPLES = 1000
+DEFAULT_OUTPUTS = 71  # PTB-XL's 71 SCP statements, the paper's source label set
+
+
+class Bottleneck1d(nn.Module):
+    """1x1 reduce, k-wide conv, 1x1 expand (x4), each with BatchNorm; identity or projected shortcut."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, planes: int, stride: int = 1, kernel_size: int = 3) -> None:
+        super().__init__()
+        out_channels = planes * self.expansion
+        self.conv1 = nn.Conv1d(in_channels, planes, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm1d(planes)
+        self.conv2 = nn.Conv1d(planes, planes, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
+        self.bn2 = nn.BatchNorm1d(planes)
+        self.conv3 = nn.Conv1d(planes, out_channels, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm1d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv1d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm1d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet1d(nn.Module):
+    """ResNet with Bottleneck1d blocks on (batch, leads, time) input; Z logits out."""
+
+    def __init__(
+        self,
+        blocks: tuple[int, ...] = (3, 4, 23, 3),
+        num_outputs: int = DEFAULT_OUTPUTS,
+        in_channels: int = len(LEADS),
+        width: int = 64,
+        kernel_size: int = 3,
+        stem_kernel: int = 15,
+    ) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv1d(in_channels, width, stem_kernel, stride=2, padding=stem_kernel // 2, bias=False),
+            nn.BatchNorm1d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool1d(kernel_size=3, stride=2, padding=1),
+        )
+        layers: list[nn.Module] = []
+        channels = width
+        for stage, count in enumerate(blocks):
+            planes = width * 2**stage
+            for index in range(count):
+                stride = 2 if stage > 0 and index == 0 else 1
+                layers.append(Bottleneck1d(channels, planes, stride=stride, kernel_size=kernel_size))
+                channels = planes * Bottleneck1d.expansion
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.head = nn.Linear(channels, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(self.stem(x))
+        return self.head(torch.flatten(self.pool(x), 1))
+
+
+class BiLSTM(nn.Module):
+    """Bidirectional LSTM over time of (batch, leads, time) input; all outputs flattened into a linear layer."""
+
+    def __init__(
+        self,
+        num_outputs: int = DEFAULT_OUTPUTS,
+        in_channels: int = len(LEADS),
+        hidden_size: int = 100,
+        samples: int = SAMPLES,
+    ) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(in_channels, hidden_size, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(samples * 2 * hidden_size, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sequence, _ = self.lstm(x.transpose(1, 2))
+        return self.head(torch.flatten(sequence, 1))
+
+
+def resnet101_1d(num_outputs: int = DEFAULT_OUTPUTS, *, seed: int = 0) -> ResNet1d:
+    """The paper's 1-D ResNet-101, random weights (seeded), in eval mode."""
+    torch.manual_seed(seed)
+    return ResNet1d((3, 4, 23, 3), num_outputs=num_outputs).eval()
+
+
+def bilstm(num_outputs: int = DEFAULT_OUTPUTS, *, seed: int = 0) -> BiLSTM:
+    """The paper's Bi-LSTM (hidden 100), random weights (seeded), in eval mode."""
+    torch.manual_seed(seed)
+    return BiLSTM(num_outputs=num_outputs).eval()
+
+
+MODELS = {"resnet101": resnet101_1d, "bilstm": bilstm}
+
+
+def calibrate_batchnorm(model: nn.Module, signals: torch.Tensor) -> nn.Module:
+    """Set BatchNorm running statistics from `signals`, so a random network's activations stay in range.
+
+    Without it a random 101-layer network in eval mode (mean 0, variance 1 statistics) can blow
+    its logits up to inf, which the metric rightly rejects.
+    """
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model(signals)
+    return model.eval()
+
+
+def flops_per_record(model: nn.Module, samples: int = SAMPLES) -> int:
+    """Floating-point operations of one record's forward pass (multiply-add = 2), by FlopCounterMode.
+
+    FlopCounterMode counts matrix products and convolutions; the LSTM's recurrent products run
+    inside one fused aten op it does not count, so they are added here from the LSTM's sizes.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    example = torch.zeros(1, len(LEADS), samples)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(example)
+    total = counter.get_total_flops()
+    for module in model.modules():
+        if isinstance(module, nn.LSTM) and not _lstm_counted(counter):
+            directions = 2 if module.bidirectional else 1
+            gates = 4 * module.hidden_size
+            per_step = 2 * gates * (module.input_size + module.hidden_size)
+            total += directions * module.num_layers * samples * per_step
+    return int(total)
+
+
+def _lstm_counted(counter: Any) -> bool:
+    counts = counter.get_flop_counts().get("Global", {})
+    return any("lstm" in str(op).lower() for op in counts)
+
+
+def checkpoint_metadata(kind: str, num_outputs: int) -> dict[str, Any]:
+    """FORMATS.md metadata for a benchmark checkpoint."""
+    return {
+        "name": f"bench-{kind}",
+        "description": f"MELEP paper's {kind} architecture, random weights, for benchmarks only",
+        "labels": [f"source{index:02d}" for index in range(num_outputs)],
+        "sampling_rate": SAMPLING_RATE,
+        "samples": SAMPLES,
+        "leads": list(LEADS),
+        "layout": "NCT",
+        "output": "logits",
+        "normalization": "none",
+        "dtype": "float32",
+    }
+
+
+def export_checkpoint(
+    model: nn.Module, directory: Path, name: str, metadata: dict[str, Any], *, formats: tuple[str, ...] = ("ts", "onnx")
+) -> dict[str, Path]:
+    """Write `name.ts` (TorchScript, scripted) and/or `name.onnx` with the metadata embedded.
+
+    The ONNX graph has a dynamic batch axis (input `signals`, output `logits`).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    text = json.dumps(metadata)
+    example = torch.zeros(2, len(LEADS), metadata.get("samples", SAMPLES))
+    written: dict[str, Path] = {}
+    if "ts" in formats:
+        path = directory / f"{name}.ts"
+        scripted = torch.jit.script(model)
+        torch.jit.save(scripted, str(path), _extra_files={"melep.json": text})
+        written["ts"] = path
+    if "onnx" in formats:
+        import onnx
+
+        path = directory / f"{name}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=["signals"],
+                output_names=["logits"],
+                dynamic_axes={"signals": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        proto = onnx.load(str(path))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "melep", text
+        onnx.save(proto, str(path))
+        written["onnx"] = path
+    return written
+
+
+def build(kind: str, num_outputs: int = DEFAULT_OUTPUTS, calibration: torch.Tensor | None = None) -> nn.Module:
+    """One benchmark model by name (`resnet101` or `bilstm`), BatchNorm calibrated when signals are given."""
+    model = MODELS[kind](num_outputs)
+    if calibration is not None:
+        calibrate_batchnorm(model, calibration)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Export the benchmark models as checkpoints and print their FLOPs.")
+    parser.add_argument("--out", type=Path, required=True, help="directory for the .ts and .onnx files")
+    parser.add_argument("--outputs", type=int, default=DEFAULT_OUTPUTS, help="Z, the number of source labels")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
+    args = parser.parse_args()
+    import _common
+
+    signals, origin = _common.load_ptbxl_signals(32)
+    print(f"BatchNorm calibration data: {origin}")
+    for kind in args.models:
+        model = build(kind, args.outputs, torch.from_numpy(signals))
+        flops = flops_per_record(model)
+        files = export_checkpoint(model, args.out, f"bench-{kind}", checkpoint_metadata(kind, args.outputs))
+        print(f"{kind}: {flops / 1e9:.2f} GFLOP per record; wrote {', '.join(str(path) for path in files.values())}")
+
+
+if __name__ == "__main__":
+    main()
