@@ -168,6 +168,12 @@ def read_mat_signal(header: Header) -> np.ndarray:
     values = np.asarray(values)
     if values.ndim != 2 or values.shape[0] != header.n_signals:
         raise TargetError(f"{mat_path}: 'val' has shape {values.shape}; expected ({header.n_signals}, samples)")
+    if not np.issubdtype(values.dtype, np.number):
+        raise TargetError(f"{mat_path}: 'val' holds {values.dtype}, not numbers")
+    if header.n_samples and values.shape[1] < header.n_samples:
+        raise TargetError(f"{mat_path}: {values.shape[1]} samples per lead, the header announces {header.n_samples}")
+    if header.n_samples:
+        values = values[:, : header.n_samples]  # like format 16 files: the header's length wins
     return physical(values.T, header)
 
 

@@ -43,6 +43,9 @@ def read_wfdb_signal(header: Header) -> np.ndarray:
     if header.n_signals == 0:
         raise TargetError(f"{header.path}: no signals")
     files = {signal.file_name for signal in header.signals}
+    for name in sorted(files):
+        if not (header.path.parent / name).is_file():
+            raise TargetError(f"{header.path.parent / name}: signal file missing (named in {header.path.name})")
     if all(name.endswith(".mat") for name in files):
         if len(files) != 1:
             raise TargetError(f"{header.path}: signals spread over several .mat files")
@@ -110,9 +113,12 @@ class WfdbTarget(Target):
             try:
                 headers.append(parse_header(header_path))
             except (TargetError, ValueError) as error:
+                message = str(error) if str(error).startswith(str(header_path)) else f"{header_path}: {error}"
                 if strict:
-                    raise TargetError(f"{header_path}: {error} (strict mode)") from None
-                excluded.append((header_path.stem, str(error)))
+                    raise TargetError(f"{message} (strict mode)") from None
+                excluded.append((header_path.stem, message))
+        if not headers:
+            raise TargetError(f"{path}: no readable WFDB header among {len(header_paths)} (first: {excluded[0][1]})")
         if excluded:
             log.warning(f"{path}: left out {describe_skips(excluded)} whose header cannot be read")
         ids = [header.path.stem for header in headers]
