@@ -74,7 +74,9 @@ def _read_format16(header: Header) -> np.ndarray:
     data_path = header.path.parent / signal.file_name
     try:
         adu = np.fromfile(data_path, dtype="<i2", offset=signal.byte_offset)
-    except OSError as error:
+    except OverflowError:
+        raise TargetError(f"{header.path}: byte offset {signal.byte_offset} is out of range") from None
+    except (OSError, ValueError) as error:
         raise TargetError(f"{data_path}: cannot read ({error})") from None
     frames = adu.size // header.n_signals
     if header.n_samples and frames < header.n_samples:
