@@ -247,3 +247,25 @@ def test_the_corpus_pickles_are_what_they_claim(tmp_path: Path) -> None:
     handle = pickle.loads(malicious_pickle(marker))
     handle.close()
     assert marker.exists()
+
+
+# ----- no output file from a failed command -----------------------------------------------------
+@pytest.mark.parametrize("command", ["score", "rank", "inspect", "convert"])
+def test_a_failed_command_leaves_no_output_file(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(TARGET.read_bytes()[:5000])
+    output = tmp_path / "result" / ("out.h5" if command == "convert" else "out.json")
+    argv = {
+        "score": ["score", f"{broken}:outputs", f"{broken}:labels", "-o", str(output)],
+        "rank": ["rank", "-c", str(GOOD_ONNX), "-t", str(broken), "-o", str(output)],
+        "inspect": ["inspect", str(broken), "-o", str(output)],
+        "convert": ["convert", str(broken), str(output)],
+    }[command]
+    code = run(argv)
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("melep: error: ") and "broken.h5" in err[0], err
+    assert not output.exists()
+    assert not output.parent.exists() or not list(output.parent.iterdir())
