@@ -43,7 +43,7 @@ SAMPLE_WFDB = SAMPLE / "cinc_wfdb"
 GOOD_CHECKPOINT = SAMPLE / "checkpoints" / "ptbxl_superclass_resnet1d.onnx"
 #: Records of the sample PTB-XL target that the HDF5 cases start from (real signals and labels).
 TARGET_RECORDS = 60
-#: Options every WFDB case needs: 13 CinC records have few positives per label.
+#: Options every WFDB case needs: 12 CinC records have few positives per label.
 WFDB_OPTIONS = ("--min-positives", "2")
 
 
@@ -276,7 +276,7 @@ def _hdf5_cases(folder: Path) -> list[Case]:
 
 
 def _copy_wfdb(folder: Path) -> Path:
-    """A fresh copy of the 13 real CinC 2021 records."""
+    """A fresh copy of the 12 real CinC 2021 records."""
     shutil.copytree(SAMPLE_WFDB, folder)
     return folder
 
