@@ -8,6 +8,7 @@ non-finite outputs) becomes an error row; the others finish.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -20,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from melep_cli.checkpoints import DEFAULT_BATCH_SIZE, Checkpoint, discover_checkpoints, load_checkpoint, unique_names
-from melep_cli.errors import CheckpointError, MelepError, UsageError
+from melep_cli.errors import CheckpointError, MelepError, TargetError, UsageError
 from melep_cli.metric import MelepAccumulator, MelepResult, Weighting
 from melep_cli.preprocess import InputSpec, prepare
 from melep_cli.targets import Batch, Target, open_target
+from melep_cli.targets.base import describe_skips
 
 log = logging.getLogger("melep")
 
@@ -113,6 +115,8 @@ def rank(
     paths = discover_checkpoints(checkpoints, recursive=recursive)
     opened = target if not isinstance(target, (str, Path)) else open_target(target, **target_options)
 
+    _check_labels_informative(opened, opened.labels, len(opened), when="among its records")
+
     outcomes: list[CheckpointOutcome] = []
     running: list[_Running] = []
     for path, name in zip(paths, unique_names(paths)):
@@ -124,16 +128,26 @@ def rank(
     positives = np.zeros(len(opened.label_names), dtype=np.int64)
     records = 0
     total = len(opened)
-    for batch in _prefetch(opened.batches(batch_size)):
-        labels = np.asarray(batch.labels, dtype=np.uint8)
-        positives += labels.sum(axis=0, dtype=np.int64)
-        records += labels.shape[0]
-        prepared: dict[InputSpec, np.ndarray] = {}
-        for item in running:
-            if item.outcome.status == "ok":
-                item.feed(batch, labels, prepared, batch_size)
-        if progress is not None:
-            progress(records, total)
+    # closing(): an exception (Ctrl-C included) stops the decode thread at once, not when the frame is collected.
+    with contextlib.closing(_prefetch(opened.batches(batch_size))) as batches:
+        for batch in batches:
+            labels = np.asarray(batch.labels, dtype=np.uint8)
+            positives += labels.sum(axis=0, dtype=np.int64)
+            records += labels.shape[0]
+            prepared: dict[InputSpec, np.ndarray] = {}
+            for item in running:
+                if item.outcome.status == "ok":
+                    item.feed(batch, labels, prepared, batch_size)
+            if progress is not None:
+                progress(records, total)
+
+    # Problems of the target itself stop the run (exit 2); they must not pass for checkpoint failures.
+    if records == 0:
+        skipped = opened.skipped
+        detail = f" ({describe_skips(skipped)} skipped)" if skipped else ""
+        raise TargetError(f"{opened.path}: no usable record to score{detail}")
+    if records < total:
+        _check_labels_informative(opened, positives, records, when="among the records left after skipping")
 
     for item in running:
         item.finish()
@@ -224,6 +238,22 @@ class _Running:
         self.outcome.status = "error"
         self.outcome.error = message
         log.warning(message)
+
+
+def _check_labels_informative(target: Target, labels: np.ndarray, records: int, *, when: str) -> None:
+    """TargetError when every target label is all 0 or all 1: MELEP has no score for any checkpoint.
+
+    `labels` is the (n, Y) label matrix, or the (Y,) positive counts over `records` records.
+    """
+    positives = np.asarray(labels).sum(axis=0) if np.ndim(labels) == 2 else np.asarray(labels)
+    if records == 0 or positives.size == 0:
+        return
+    if ((positives == 0) | (positives == records)).all():
+        counts = ", ".join(f"{name} {int(count)}" for name, count in zip(target.label_names, positives))
+        raise TargetError(
+            f"{target.path}: every target label is all 0 or all 1 {when} ({records} records; positives: {counts}); "
+            "MELEP has no score: choose other --labels"
+        )
 
 
 def _load(path: Path, name: str, *, device: str, strict_device: bool) -> tuple[CheckpointOutcome, Checkpoint | None]:

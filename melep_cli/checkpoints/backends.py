@@ -53,8 +53,10 @@ def one_line(error: BaseException, limit: int = 300) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
-    informative = [line for line in lines if not line.startswith(("File ", "~", "^", "Traceback"))]
-    text = (informative or lines)[-1]
+    informative = [line for line in lines if not line.startswith(("File ", "~", "^", "Traceback"))] or lines
+    text = informative[-1]
+    if len(informative) > 1 and informative[-2].endswith(":"):  # "Unknown type name 'io.open':" then "io.open"
+        text = f"{informative[-2]} {text}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -72,6 +72,8 @@ class Checkpoint:
         self.device = backend.device
         self.provider = backend.provider
         self.batch_size = DEFAULT_BATCH_SIZE
+        #: Largest batch that fitted after an out-of-memory error: later calls never ask for more.
+        self._memory_limit: int | None = None
         self._backend = backend
         self._notes: dict[str, str] = {}
         self.metadata = self._derive(metadata)
@@ -272,14 +274,15 @@ class Checkpoint:
     def predict(self, inputs: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
         """Outputs (b, Z) for prepared `inputs`, in batches; checked: (batch, Z), Z = len(labels), finite.
 
-        An out-of-memory error halves the batch size (kept for later calls) and logs a warning.
+        An out-of-memory error halves the batch size and logs a warning; later calls start from the
+        size that fitted, so a long run warns once, not on every batch.
         """
         if self.needs_probe:
             raise CheckpointError(f"{self.path}: layout unknown; call probe_layout on one record first")
         inputs = np.ascontiguousarray(inputs, dtype=self.metadata.dtype or "float32")
         if inputs.ndim != 3:
             raise InputError(f"{self.path}: model inputs must be (batch, leads, time) or (batch, time, leads)")
-        size = self.static_batch or max(1, int(batch_size or self.batch_size))
+        size = self.static_batch or max(1, min(int(batch_size or self.batch_size), self._memory_limit or 1 << 62))
         results: list[np.ndarray] = []
         start = 0
         while start < len(inputs):
@@ -302,6 +305,7 @@ class Checkpoint:
                 self._backend.release_memory()
                 size = smaller
                 self.batch_size = min(self.batch_size, smaller)
+                self._memory_limit = smaller
                 continue
             except CheckpointError:
                 raise

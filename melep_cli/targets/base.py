@@ -230,8 +230,8 @@ def normalize_id(value: Any) -> str:
     if isinstance(value, (np.floating, float)):
         return str(int(value)) if math.isfinite(value) and float(value).is_integer() else str(value)
     text = str(value).strip()
-    if re.fullmatch(r"[+-]?\d+\.0*", text):
-        return str(int(float(text)))
+    if re.fullmatch(r"[+-]?\d+\.0*", text):  # '123.0' -> '123' textually: float() overflows on long digit runs
+        return str(int(text.split(".")[0]))
     return text
 
 
@@ -283,6 +283,8 @@ def select_labels(
     lists what exists. `elsewhere` maps names that exist under other options to a hint.
     """
     names = list(names)
+    if not names:
+        raise TargetError(f"{source}: no target labels at all (every record's label list is empty)")
     matrix = np.asarray(matrix, dtype=np.uint8).reshape(-1, len(names))
     positives = matrix.sum(axis=0, dtype=np.int64)
     negatives = matrix.shape[0] - positives

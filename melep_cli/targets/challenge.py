@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import math
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -81,7 +82,18 @@ def _leading_number(text: str, what: str, path: Path) -> float:
     match = _NUMBER.match(text)
     if match is None:
         raise TargetError(f"{path}: header {what} {text!r} is not a number")
-    return float(match.group(0))
+    value = float(match.group(0))
+    if not math.isfinite(value):
+        raise TargetError(f"{path}: header {what} {text!r} is out of range")
+    return value
+
+
+def _count(text: str, what: str, path: Path) -> int:
+    """A non-negative whole number from the header (number of signals, of samples)."""
+    value = _leading_number(text, what, path)
+    if value < 0 or not value.is_integer():
+        raise TargetError(f"{path}: header {what} {text!r} is not a whole number >= 0")
+    return int(value)
 
 
 def parse_header(path: str | Path) -> Header:
@@ -102,10 +114,10 @@ def parse_header(path: str | Path) -> Header:
     if len(record) < 2:
         raise TargetError(f"{path}: record line {' '.join(record)!r} gives no number of signals")
     record_name = record[0].rsplit(".", 1)[0] if record[0].endswith((".mat", ".dat")) else record[0]
-    n_signals = int(_leading_number(record[1], "number of signals", path))
+    n_signals = _count(record[1], "number of signals", path)
     # Sampling frequency may read '500', '500/1000(0)' (counter frequency and base counter follow).
     rate = _leading_number(record[2], "sampling frequency", path) if len(record) > 2 else 250.0
-    n_samples = int(_leading_number(record[3], "number of samples", path)) if len(record) > 3 else None
+    n_samples = _count(record[3], "number of samples", path) if len(record) > 3 else None
     if rate <= 0:
         raise TargetError(f"{path}: sampling frequency {rate:g} is not positive")
     signal_lines = fields[1 : 1 + n_signals]
@@ -133,6 +145,8 @@ def _parse_signal_line(fields: list[str], index: int, path: Path) -> SignalSpec:
             gain = float(match.group(1)) or DEFAULT_GAIN
         except ValueError:
             raise TargetError(f"{path}: signal line {index + 1}: gain {fields[2]!r} is not a number") from None
+        if not math.isfinite(gain):
+            raise TargetError(f"{path}: signal line {index + 1}: gain {fields[2]!r} is out of range")
         baseline = float(match.group(2)) if match.group(2) is not None else None
         units = match.group(3) or "mV"
     adc_zero = float(_leading_number(fields[4], "ADC zero", path)) if len(fields) > 4 else 0.0
@@ -168,6 +182,12 @@ def read_mat_signal(header: Header) -> np.ndarray:
     values = np.asarray(values)
     if values.ndim != 2 or values.shape[0] != header.n_signals:
         raise TargetError(f"{mat_path}: 'val' has shape {values.shape}; expected ({header.n_signals}, samples)")
+    if not np.issubdtype(values.dtype, np.number):
+        raise TargetError(f"{mat_path}: 'val' holds {values.dtype}, not numbers")
+    if header.n_samples and values.shape[1] < header.n_samples:
+        raise TargetError(f"{mat_path}: {values.shape[1]} samples per lead, the header announces {header.n_samples}")
+    if header.n_samples:
+        values = values[:, : header.n_samples]  # like format 16 files: the header's length wins
     return physical(values.T, header)
 
 

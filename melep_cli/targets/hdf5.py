@@ -78,6 +78,8 @@ class Hdf5Target(Target):
             if not (np.issubdtype(signals.dtype, np.number) and not np.issubdtype(signals.dtype, np.complexfloating)):
                 raise TargetError(f"{path}: dataset {self.signal_name!r} has type {signals.dtype}, not numbers")
             count, samples, n_leads = signals.shape
+            if count == 0:
+                raise TargetError(f"{path}: no records (dataset {self.signal_name!r} has shape {signals.shape})")
             self.shape = (count, samples, n_leads)
             self.native_rate = self._sampling_rate(path, handle, signals, sampling_rate)
             self.leads = self._leads(path, handle, signals, n_leads)

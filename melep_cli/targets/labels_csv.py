@@ -50,7 +50,12 @@ def read_labels_csv(path: str | Path) -> LabelTable:
             rows = list(csv.reader(handle))
     except FileNotFoundError:
         raise TargetError(f"{path}: labels CSV not found") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+    except UnicodeDecodeError as error:
+        raise TargetError(
+            f"{path}: labels CSV is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "save it as UTF-8"
+        ) from None
+    except (OSError, csv.Error) as error:
         raise TargetError(f"{path}: cannot read labels CSV ({error})") from None
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if len(rows) < 2:

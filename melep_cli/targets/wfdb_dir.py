@@ -43,6 +43,9 @@ def read_wfdb_signal(header: Header) -> np.ndarray:
     if header.n_signals == 0:
         raise TargetError(f"{header.path}: no signals")
     files = {signal.file_name for signal in header.signals}
+    for name in sorted(files):
+        if not (header.path.parent / name).is_file():
+            raise TargetError(f"{header.path.parent / name}: signal file missing (named in {header.path.name})")
     if all(name.endswith(".mat") for name in files):
         if len(files) != 1:
             raise TargetError(f"{header.path}: signals spread over several .mat files")
@@ -71,7 +74,9 @@ def _read_format16(header: Header) -> np.ndarray:
     data_path = header.path.parent / signal.file_name
     try:
         adu = np.fromfile(data_path, dtype="<i2", offset=signal.byte_offset)
-    except OSError as error:
+    except OverflowError:
+        raise TargetError(f"{header.path}: byte offset {signal.byte_offset} is out of range") from None
+    except (OSError, ValueError) as error:
         raise TargetError(f"{data_path}: cannot read ({error})") from None
     frames = adu.size // header.n_signals
     if header.n_samples and frames < header.n_samples:
@@ -110,9 +115,12 @@ class WfdbTarget(Target):
             try:
                 headers.append(parse_header(header_path))
             except (TargetError, ValueError) as error:
+                message = str(error) if str(error).startswith(str(header_path)) else f"{header_path}: {error}"
                 if strict:
-                    raise TargetError(f"{header_path}: {error} (strict mode)") from None
-                excluded.append((header_path.stem, str(error)))
+                    raise TargetError(f"{message} (strict mode)") from None
+                excluded.append((header_path.stem, message))
+        if not headers:
+            raise TargetError(f"{path}: no readable WFDB header among {len(header_paths)} (first: {excluded[0][1]})")
         if excluded:
             log.warning(f"{path}: left out {describe_skips(excluded)} whose header cannot be read")
         ids = [header.path.stem for header in headers]
