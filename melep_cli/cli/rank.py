@@ -96,7 +96,7 @@ def rank_command(
     """Rank checkpoints by MELEP on a labelled target, best (lowest) first.
 
     Exit codes: 0 every checkpoint ranked; 1 at least one checkpoint failed (its error row is in
-    the output, the others are ranked); 2 usage or target error; 130 interrupted.
+    the output, the others are ranked); 2 usage or target error; 3 internal error; 130 interrupted.
     """
     configure_logging(quiet=quiet)
     with cli_errors(debug):
