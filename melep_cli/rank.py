@@ -130,7 +130,9 @@ def rank(
     outcomes: list[CheckpointOutcome] = []
     running: list[_Running] = []
     for path, name in zip(paths, unique_names(paths)):
-        outcome, loaded = _load(path, name, device=device, strict_device=strict_device, threads=threads)
+        outcome, loaded = _load(
+            path, name, device=device, strict_device=strict_device, threads=threads, share_cores=len(paths) > 1
+        )
         outcomes.append(outcome)
         if loaded is not None:
             running.append(_Running(loaded, outcome, weighting, source_weighted, opened.label_names))
@@ -270,13 +272,15 @@ def _check_labels_informative(target: Target, labels: np.ndarray, records: int, 
 
 
 def _load(
-    path: Path, name: str, *, device: str, strict_device: bool, threads: int | None
+    path: Path, name: str, *, device: str, strict_device: bool, threads: int | None, share_cores: bool
 ) -> tuple[CheckpointOutcome, Checkpoint | None]:
     _import_runtime(_format_of(path))
     started = time.perf_counter()
     outcome = CheckpointOutcome(name=name, path=path, format=_format_of(path))
     try:
-        checkpoint = load_checkpoint(path, device=device, strict_device=strict_device, name=name, threads=threads)
+        checkpoint = load_checkpoint(
+            path, device=device, strict_device=strict_device, name=name, threads=threads, share_cores=share_cores
+        )
     except UsageError:
         raise
     except MelepError as error:

@@ -107,3 +107,27 @@ def test_torchscript_on_the_cpu_skips_the_profiling_executor() -> None:
     assert flags == [False]
     assert torch._C._get_graph_executor_optimize() is True
     np.testing.assert_allclose(outputs, optimised, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_threads_stop_spinning_when_models_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    alone = load_checkpoint(ONNX, device="cpu", warn_defaults=False)
+    shared = load_checkpoint(ONNX, device="cpu", warn_defaults=False, share_cores=True)
+    key = "session.intra_op.allow_spinning"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # unset: ORT's default, spinning
+        alone._backend.session.get_session_options().get_session_config_entry(key)
+    assert shared._backend.session.get_session_options().get_session_config_entry(key) == "0"
+
+    import importlib
+
+    rank_module = importlib.import_module("melep_cli.rank")
+    seen: list[bool] = []
+    original = rank_module.load_checkpoint
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["share_cores"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rank_module, "load_checkpoint", recording)
+    rank([ONNX], TARGET, device="cpu")
+    rank([ONNX, TORCHSCRIPT], TARGET, device="cpu")
+    assert seen == [False, True, True]

@@ -34,6 +34,7 @@ def load_checkpoint(
     name: str | None = None,
     warn_defaults: bool = True,
     threads: int | None = None,
+    share_cores: bool = False,
 ) -> Checkpoint:
     """Load a TorchScript or ONNX checkpoint safely (pickles are refused unread) with its metadata.
 
@@ -41,7 +42,9 @@ def load_checkpoint(
     or a CheckpointError with `strict_device`. `name` is the display name (default: the file stem).
     With `warn_defaults`, the metadata values that had to be assumed are logged as one warning.
     `threads`: CPU threads of the forward pass (ORT intra-op threads, torch intra-op threads while
-    this model runs); None: the cores available to the process.
+    this model runs); None: the cores available to the process. `share_cores`: other models run
+    between this one's batches (rank with several checkpoints): ONNX Runtime's idle threads sleep
+    instead of spinning.
     """
     path = Path(path)
     parse_device(device)
@@ -50,7 +53,9 @@ def load_checkpoint(
     checkpoint_format = detect_format(path)
     backend: Backend
     if checkpoint_format == "onnx":
-        backend = OnnxBackend(path, device=device, strict_device=strict_device, threads=threads)
+        backend = OnnxBackend(
+            path, device=device, strict_device=strict_device, threads=threads, share_cores=share_cores
+        )
     else:
         backend = TorchScriptBackend(path, device=device, strict_device=strict_device, threads=threads)
     metadata = resolve_metadata(path, backend.embedded_metadata, backend.embedded_origin)
