@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 import traceback
@@ -26,8 +27,25 @@ import bench_metric
 import bench_rank
 import naive_baseline
 
+#: The metric implementation before optimisation: full runs time it in the same rounds, when git can show it.
+METRIC_REFERENCE = "660bcbe"
+
+
+def _metric_reference(quick: bool) -> str | None:
+    """METRIC_REFERENCE for full runs inside a git checkout that has it; else None (new implementation only)."""
+    if quick:
+        return None
+    found = subprocess.run(
+        ["git", "cat-file", "-e", f"{METRIC_REFERENCE}:melep_cli/metric.py"],
+        cwd=_common.REPO_ROOT,
+        capture_output=True,
+        check=False,
+    )
+    return METRIC_REFERENCE if found.returncode == 0 else None
+
+
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
-    "metric": lambda quick: bench_metric.run(quick=quick),
+    "metric": lambda quick: bench_metric.run(quick=quick, against=_metric_reference(quick)),
     "backends-cpu": lambda quick: bench_backends.run(device="cpu", quick=quick),
     "backends-cuda": lambda quick: bench_backends.run(device="cuda", quick=quick),
     "naive-baseline": lambda quick: naive_baseline.run(quick=quick),
