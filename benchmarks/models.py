@@ -133,6 +133,34 @@ def bilstm(num_outputs: int = DEFAULT_OUTPUTS, *, seed: int = 0) -> BiLSTM:
 MODELS = {"resnet101": resnet101_1d, "bilstm": bilstm}
 
 
+class SmallCnn(nn.Module):
+    """A small 1-D CNN of any input length: two strided convolutions, global average pooling, a linear head.
+
+    Not from the paper: cheap stand-ins for the many-checkpoint and memory benchmarks, where the
+    forward pass must not hide the cost of decoding and preprocessing (~0.5 MFLOP per 500 samples).
+    """
+
+    def __init__(self, num_outputs: int = DEFAULT_OUTPUTS, in_channels: int = len(LEADS), width: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(in_channels, width, kernel_size=7, stride=4, padding=3),
+            nn.ReLU(),
+            nn.Conv1d(width, width, kernel_size=7, stride=4, padding=3),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+        )
+        self.head = nn.Linear(width, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+def small_cnn(num_outputs: int = DEFAULT_OUTPUTS, *, seed: int = 0, width: int = 16) -> SmallCnn:
+    """A SmallCnn with random weights (seeded), in eval mode."""
+    torch.manual_seed(seed)
+    return SmallCnn(num_outputs, width=width).eval()
+
+
 def calibrate_batchnorm(model: nn.Module, signals: torch.Tensor) -> nn.Module:
     """Set BatchNorm running statistics from `signals`, so a random network's activations stay in range.
 

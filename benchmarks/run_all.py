@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 import traceback
@@ -23,13 +24,37 @@ from typing import Any
 import _common
 import bench_backends
 import bench_metric
+import bench_rank
 import naive_baseline
 
+#: The metric implementation before optimisation: full runs time it in the same rounds, when git can show it.
+METRIC_REFERENCE = "660bcbe"
+
+
+def _metric_reference(quick: bool) -> str | None:
+    """METRIC_REFERENCE for full runs inside a git checkout that has it; else None (new implementation only)."""
+    if quick:
+        return None
+    found = subprocess.run(
+        ["git", "cat-file", "-e", f"{METRIC_REFERENCE}:melep_cli/metric.py"],
+        cwd=_common.REPO_ROOT,
+        capture_output=True,
+        check=False,
+    )
+    return METRIC_REFERENCE if found.returncode == 0 else None
+
+
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
-    "metric": lambda quick: bench_metric.run(quick=quick),
+    "metric": lambda quick: bench_metric.run(quick=quick, against=_metric_reference(quick)),
     "backends-cpu": lambda quick: bench_backends.run(device="cpu", quick=quick),
     "backends-cuda": lambda quick: bench_backends.run(device="cuda", quick=quick),
     "naive-baseline": lambda quick: naive_baseline.run(quick=quick),
+    "rank-cpu": lambda quick: bench_rank.run_end_to_end(device="cpu", quick=quick),
+    "rank-cuda": lambda quick: bench_rank.run_end_to_end(device="cuda", quick=quick),
+    "rank-vs-naive": lambda quick: bench_rank.run_versus_naive(quick=quick),
+    "rank-decode-once": lambda quick: bench_rank.run_decode_once(quick=quick),
+    "rank-memory": lambda quick: bench_rank.run_memory(quick=quick),
+    "torchscript-warmup": lambda quick: bench_rank.run_torchscript_warmup(quick=quick),
 }
 
 
@@ -101,7 +126,134 @@ def markdown_table() -> str:
                 else "- | - | -"
             )
             lines.append(f"| {row['n']:,} | {row['median_s']:.3f} | {row['peak_bytes'] / 2**20:.0f} | {before} |")
+    lines += rank_tables()
     return "\n".join(lines) if lines else "no results yet: run python benchmarks/run_all.py"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = _common.RESULTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def rank_tables() -> list[str]:
+    """The `melep rank` tables (end to end, naive, decode once, memory, TorchScript warm-up) from results/."""
+    lines: list[str] = []
+    document = _load("rank-cpu")
+    if document:
+        machine = document["machine"]
+        lines += [
+            "",
+            f"`melep rank` end to end (in-process `melep_cli.rank`: load, open, decode, preprocess, forward, metric) "
+            f"against the model-only forward pass of prepared batches, timed round-robin in the same run; "
+            f"{machine['cpu']}, {machine['physical_cores']} cores, load average "
+            f"{machine['load_average_at_start'][0]:.1f} at start; PTB-XL 100 Hz directory, batch "
+            f"{next(iter(document['models'].values()))['batch_size']}:",
+            "",
+            "| model | records | model-only TorchScript frozen | model-only ONNX Runtime | rank TorchScript "
+            "| rank ONNX "
+            "| rank / best model-only (median) | (best of rounds) | decode, forward share of rank |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for model, result in document["models"].items():
+            rows = result["configurations"]
+
+            def cell(label: str, rows: dict = rows) -> str:
+                row = rows.get(label)
+                return f"{row['records_per_s']:.1f}/s ({row['median_s']:.2f} s)" if row else "-"
+
+            profile = result["rank_profile"][result["best_rank"]]["stages"]
+            lines.append(
+                f"| {model} ({result['gflop_per_record']:.2f} GFLOP) | {result['records']} "
+                f"| {cell('model-only torchscript-frozen')} | {cell('model-only onnxruntime')} "
+                f"| {cell('rank torchscript')} | {cell('rank onnx')} "
+                f"| {result['ratios']['rank_over_best_model_only']:.3f} "
+                f"| {result['ratios']['rank_over_best_model_only_best_rounds']:.3f} "
+                f"| {profile['decode']['share']:.0%}, {profile['forward']['share']:.0%} |"
+            )
+        lines.append("")
+        for model, result in document["models"].items():
+            if "rank onnx (threads=1)" in result["configurations"]:
+                rows = result["configurations"]
+                lines.append(
+                    f"One intra-op thread, {model}: model-only ONNX Runtime "
+                    f"{rows['model-only onnxruntime (threads=1)']['records_per_s']:.1f}/s, rank ONNX "
+                    f"{rows['rank onnx (threads=1)']['records_per_s']:.1f}/s, ratio "
+                    f"{result['ratios']['rank_onnx_threads_1_over_model_only']:.3f}."
+                )
+            sweep = result["rank_batch_size_sweep"]
+            sizes = ", ".join(f"{row['batch_size']}: {row['records_per_s']:.1f}" for row in sweep["sizes"])
+            lines.append(f"rank batch-size sweep, {model} ({sweep['checkpoint']}), records/s: {sizes}.")
+    document = _load("rank-vs-naive")
+    if document:
+        lines += [
+            "",
+            f"`melep rank` (defaults) against the naive pipeline (DataLoader batch 128 over wfdb.rdsamp, eager "
+            f"PyTorch, Python loop over label pairs), {document['records']} PTB-XL records, same run, round-robin:",
+            "",
+            "| checkpoints | naive | rank TorchScript | rank ONNX | speed-up (median) | (best of rounds) "
+            "| scores agree to |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for scenario, result in document["scenarios"].items():
+            rows = result["configurations"]
+            lines.append(
+                f"| {scenario} | {rows['naive']['median_s']:.2f} s | {rows['rank (torchscript)']['median_s']:.2f} s "
+                f"| {rows['rank (onnx)']['median_s']:.2f} s | {result['speedup_best_rank_over_naive']:.2f}x "
+                f"| {result['speedup_best_rank_over_naive_best_rounds']:.2f}x "
+                f"| {result['max_rel_score_diff_rank_vs_naive']:.0e} |"
+            )
+    document = _load("rank-decode-once")
+    if document:
+        rows = document["configurations"]
+        together, separate = rows["one rank, all checkpoints"], rows["one rank per checkpoint"]
+        lines += [
+            "",
+            f"Decode once: {len(document['checkpoints'])} checkpoints ({document['distinct_input_specs']} input "
+            f"specs) on {document['target_records']} CinC 2021 records (500 Hz WFDB): one rank decoded "
+            f"{document['decodes_per_rank']} records ({together['decode_seconds']:.2f} s, "
+            f"{together['decode_share']:.0%} of {together['median_s']:.2f} s); one rank per checkpoint decoded "
+            f"{document['decodes_one_rank_per_checkpoint']} ({separate['decode_share']:.0%} of "
+            f"{separate['median_s']:.2f} s); one rank is {document['speedup_one_rank_over_separate_ranks']:.2f}x "
+            "faster.",
+        ]
+    document = _load("rank-memory")
+    if document:
+        lines += [
+            "",
+            f"Peak memory of `melep rank` (fresh process, VmHWM reset after imports; HDF5, records x 12 leads, "
+            f"Z = {document['source_labels']}, batch {document['batch_size']}):",
+            "",
+            "| records n | samples | peak RSS (MB) | above the RSS after imports (MB) | signals as float32 (MB) "
+            "| outputs (MB) | seconds |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in document["sizes"]:
+            lines.append(
+                f"| {row['records']:,} | {row.get('samples', document['samples'])} | {row['peak_rss_mb']:.0f} "
+                f"| {row['rank_peak_above_baseline_mb']:.0f} | {row['signals_float32_mb']:,.0f} "
+                f"| {row['outputs_float32_mb']:.1f} | {row['seconds']:.1f} |"
+            )
+        lines.append(
+            f"\nPeak RSS grows {document['peak_mb_per_record'] * 1e3:.2f} kB per record; the signals take "
+            f"{document['signal_mb_per_record'] * 1e3:.0f} kB per record, the float32 outputs "
+            f"{document['output_mb_per_record_float32'] * 1e3:.1f} kB."
+        )
+    document = _load("torchscript-warmup")
+    if document:
+        lines += [
+            "",
+            "Frozen TorchScript on the CPU, first calls of a freshly loaded module (one batch each):",
+            "",
+            "| model | setting | first call (s) | first three (s) | later calls (s) |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
+        for model, result in document["models"].items():
+            for label, row in result["settings"].items():
+                lines.append(
+                    f"| {model} | {label} | {row['first_call_s']:.3f} | {row['first_three_calls_s']:.3f} "
+                    f"| {row['steady_call_s']:.3f} |"
+                )
+    return lines
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ non-finite outputs) becomes an error row; the others finish.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import queue
 import threading
@@ -20,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from melep_cli.checkpoints import DEFAULT_BATCH_SIZE, Checkpoint, discover_checkpoints, load_checkpoint, unique_names
+from melep_cli.checkpoints import Checkpoint, discover_checkpoints, load_checkpoint, unique_names
+from melep_cli.checkpoints.backends import check_threads
+from melep_cli.checkpoints.checkpoint import default_batch_size
 from melep_cli.errors import CheckpointError, MelepError, TargetError, UsageError
 from melep_cli.metric import MelepAccumulator, MelepResult, Weighting
 from melep_cli.preprocess import InputSpec, prepare
@@ -97,20 +100,27 @@ def rank(
     recursive: bool = False,
     device: str = "auto",
     strict_device: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     weighting: Weighting = "prevalence",
     source_weighted: bool = False,
     progress: ProgressCallback | None = None,
+    threads: int | None = None,
     **target_options: Any,
 ) -> RankReport:
     """Rank the checkpoints found in `checkpoints` by MELEP on `target` (lower is better).
 
     `target` is a path opened with `open_target(path, **target_options)`, or an open Target.
+    `batch_size`: records per forward pass; None: each checkpoint's default for its device
+    (`default_batch_size`: 32 on the CPU, 256 on CUDA), and the target is decoded in batches of
+    the largest of them.
+    `threads`: CPU threads of each forward pass (ONNX Runtime and torch intra-op threads); None:
+    the cores available to the process. On a machine busy with other work, 1 is often much faster.
     Raises UsageError/TargetError for problems that stop the whole run; a checkpoint's own
     problems become its error row.
     """
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    check_threads(threads)
     started = time.perf_counter()
     paths = discover_checkpoints(checkpoints, recursive=recursive)
     opened = target if not isinstance(target, (str, Path)) else open_target(target, **target_options)
@@ -120,7 +130,9 @@ def rank(
     outcomes: list[CheckpointOutcome] = []
     running: list[_Running] = []
     for path, name in zip(paths, unique_names(paths)):
-        outcome, loaded = _load(path, name, device=device, strict_device=strict_device)
+        outcome, loaded = _load(
+            path, name, device=device, strict_device=strict_device, threads=threads, share_cores=len(paths) > 1
+        )
         outcomes.append(outcome)
         if loaded is not None:
             running.append(_Running(loaded, outcome, weighting, source_weighted, opened.label_names))
@@ -128,8 +140,9 @@ def rank(
     positives = np.zeros(len(opened.label_names), dtype=np.int64)
     records = 0
     total = len(opened)
+    decode_size = batch_size or max((item.checkpoint.batch_size for item in running), default=default_batch_size("cpu"))
     # closing(): an exception (Ctrl-C included) stops the decode thread at once, not when the frame is collected.
-    with contextlib.closing(_prefetch(opened.batches(batch_size))) as batches:
+    with contextlib.closing(_prefetch(opened.batches(decode_size))) as batches:
         for batch in batches:
             labels = np.asarray(batch.labels, dtype=np.uint8)
             positives += labels.sum(axis=0, dtype=np.int64)
@@ -196,7 +209,9 @@ class _Running:
             source_names=checkpoint.labels,
         )
 
-    def feed(self, batch: Batch, labels: np.ndarray, prepared: dict[InputSpec, np.ndarray], batch_size: int) -> None:
+    def feed(
+        self, batch: Batch, labels: np.ndarray, prepared: dict[InputSpec, np.ndarray], batch_size: int | None
+    ) -> None:
         started = time.perf_counter()
         try:
             length = max(len(signal) for signal in batch.signals)
@@ -256,11 +271,16 @@ def _check_labels_informative(target: Target, labels: np.ndarray, records: int, 
         )
 
 
-def _load(path: Path, name: str, *, device: str, strict_device: bool) -> tuple[CheckpointOutcome, Checkpoint | None]:
+def _load(
+    path: Path, name: str, *, device: str, strict_device: bool, threads: int | None, share_cores: bool
+) -> tuple[CheckpointOutcome, Checkpoint | None]:
+    _import_runtime(_format_of(path))
     started = time.perf_counter()
     outcome = CheckpointOutcome(name=name, path=path, format=_format_of(path))
     try:
-        checkpoint = load_checkpoint(path, device=device, strict_device=strict_device, name=name)
+        checkpoint = load_checkpoint(
+            path, device=device, strict_device=strict_device, name=name, threads=threads, share_cores=share_cores
+        )
     except UsageError:
         raise
     except MelepError as error:
@@ -275,6 +295,13 @@ def _load(path: Path, name: str, *, device: str, strict_device: bool) -> tuple[C
         outcome.seconds = time.perf_counter() - started
     outcome.name, outcome.format, outcome.device = checkpoint.name, checkpoint.format, checkpoint.device
     return outcome, checkpoint
+
+
+def _import_runtime(checkpoint_format: str | None) -> None:
+    """Import torch or onnxruntime before a checkpoint's clock starts: importing torch takes about a second,
+    which would otherwise show up in the seconds of whichever checkpoint happens to load first."""
+    with contextlib.suppress(ImportError):  # a missing runtime is reported when the checkpoint loads
+        importlib.import_module("onnxruntime" if checkpoint_format == "onnx" else "torch")
 
 
 def _format_of(path: Path) -> str | None:

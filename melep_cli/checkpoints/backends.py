@@ -19,7 +19,7 @@ import numpy as np
 
 from melep_cli.checkpoints.devices import fall_back_to_cpu, onnx_providers, torch_device
 from melep_cli.checkpoints.metadata import EXTRA_FILE, METADATA_KEY
-from melep_cli.errors import CheckpointError
+from melep_cli.errors import CheckpointError, UsageError
 
 logger = logging.getLogger("melep")
 
@@ -68,6 +68,35 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_threads(threads: int | None) -> int | None:
+    """`threads` when it is None or a positive count, else a UsageError."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UsageError(f"--threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` for the block and put back after (None: left alone).
+
+    torch's setting is process-wide; restoring it keeps `rank(threads=1)` from changing the caller's torch.
+    Setting it costs microseconds, nothing beside a forward pass.
+    """
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One declared model input or output: name, shape (ints, or None for dynamic axes), dtype."""
@@ -94,18 +123,36 @@ class Backend(Protocol):
 
 
 class OnnxBackend:
-    """An onnxruntime session: all graph optimisations, threads from the machine, CUDA when asked."""
+    """An onnxruntime session: all graph optimisations, threads from the machine (or `threads`), CUDA when asked.
+
+    `share_cores`: other models run between this one's calls; idle ORT threads then sleep instead of spinning.
+    """
 
     format = "onnx"
 
-    def __init__(self, path: Path, *, device: str, strict_device: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        device: str,
+        strict_device: bool,
+        threads: int | None = None,
+        share_cores: bool = False,
+    ) -> None:
         import onnxruntime
 
         providers, self.device = onnx_providers(device, strict=strict_device, where=str(path))
+        self.threads = check_threads(threads)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = cpu_threads()
+        # Sequential execution, one inter-op thread: ORT's parallel mode was always slower (benchmarks/README.md).
+        options.intra_op_num_threads = threads or cpu_threads()
         options.inter_op_num_threads = 1
+        if share_cores:
+            # Other models run between this one's batches: ORT's idle threads spinning for work would take
+            # their cores (two ONNX checkpoints in one rank ran 6 % faster without spinning; alone, no change).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: ORT's own warnings would bypass melep's stderr format
         try:
             self.session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
@@ -171,14 +218,20 @@ def quiet_torch_jit() -> Iterator[None]:
 
 
 class TorchScriptBackend:
-    """A TorchScript module from `torch.jit.load(map_location=...)`, eval mode, frozen, inference mode."""
+    """A TorchScript module from `torch.jit.load(map_location=...)`, eval mode, frozen, inference mode.
+
+    `threads`: torch intra-op threads while this model runs (None: torch's default, the physical cores).
+    """
 
     format = "torchscript"
 
-    def __init__(self, path: Path, *, device: str, strict_device: bool, optimize: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, device: str, strict_device: bool, optimize: bool = True, threads: int | None = None
+    ) -> None:
         import torch
 
         self.device = torch_device(device, strict=strict_device, where=str(path))
+        self.threads = check_threads(threads)
         self.provider = f"torch {self.device}"
         extra_files = {EXTRA_FILE: ""}
         try:
@@ -203,8 +256,13 @@ class TorchScriptBackend:
         import torch
 
         try:
-            with torch.inference_mode():
-                tensor = torch.from_numpy(inputs).to(self.device, non_blocking=True)
+            # On the CPU the graph executor's profiling and optimisation passes buy nothing for a frozen
+            # module (no CPU fuser) but make the first two calls slow: skip them (benchmarks/README.md).
+            on_gpu = self.device != "cpu"
+            with torch_threads(self.threads), torch.inference_mode(), torch.jit.optimized_execution(on_gpu):
+                tensor = torch.from_numpy(inputs)
+                if on_gpu:  # CUDA: page-locked host memory (torch caches it) makes the copy asynchronous
+                    tensor = tensor.pin_memory().to(self.device, non_blocking=True)
                 result = self.module(tensor)
                 if isinstance(result, (tuple, list)) and result:
                     result = result[0]  # (logits, features, ...): the first output is the scores

@@ -18,7 +18,10 @@ from melep_cli.preprocess import InputSpec, resampling_factors
 
 logger = logging.getLogger("melep")
 
-DEFAULT_BATCH_SIZE = 64
+#: Records per forward pass on the CPU (see default_batch_size).
+DEFAULT_BATCH_SIZE = 32
+#: Records per forward pass on CUDA: a reasoned default, not measured (no GPU was available to the benchmarks).
+DEFAULT_CUDA_BATCH_SIZE = 256
 #: Length of the zero input `melep inspect` runs when neither metadata nor the model fixes it (10 s at 100 Hz).
 DEFAULT_PROBE_SAMPLES = 1000
 
@@ -30,12 +33,18 @@ def load_checkpoint(
     strict_device: bool = False,
     name: str | None = None,
     warn_defaults: bool = True,
+    threads: int | None = None,
+    share_cores: bool = False,
 ) -> Checkpoint:
     """Load a TorchScript or ONNX checkpoint safely (pickles are refused unread) with its metadata.
 
     `device`: auto (CUDA when available), cpu, cuda or cuda:N; without CUDA a warning and the CPU,
     or a CheckpointError with `strict_device`. `name` is the display name (default: the file stem).
     With `warn_defaults`, the metadata values that had to be assumed are logged as one warning.
+    `threads`: CPU threads of the forward pass (ORT intra-op threads, torch intra-op threads while
+    this model runs); None: the cores available to the process. `share_cores`: other models run
+    between this one's batches (rank with several checkpoints): ONNX Runtime's idle threads sleep
+    instead of spinning.
     """
     path = Path(path)
     parse_device(device)
@@ -44,9 +53,11 @@ def load_checkpoint(
     checkpoint_format = detect_format(path)
     backend: Backend
     if checkpoint_format == "onnx":
-        backend = OnnxBackend(path, device=device, strict_device=strict_device)
+        backend = OnnxBackend(
+            path, device=device, strict_device=strict_device, threads=threads, share_cores=share_cores
+        )
     else:
-        backend = TorchScriptBackend(path, device=device, strict_device=strict_device)
+        backend = TorchScriptBackend(path, device=device, strict_device=strict_device, threads=threads)
     metadata = resolve_metadata(path, backend.embedded_metadata, backend.embedded_origin)
     checkpoint = Checkpoint(path, backend, metadata, name=name)
     if warn_defaults:
@@ -54,6 +65,17 @@ def load_checkpoint(
         if message:
             logger.warning(message)
     return checkpoint
+
+
+def default_batch_size(device: str) -> int:
+    """Records per forward pass when none is asked for: DEFAULT_BATCH_SIZE on the CPU, DEFAULT_CUDA_BATCH_SIZE on CUDA.
+
+    CPU: the fastest size of `melep rank` end to end on the paper's ResNet-101 and Bi-LSTM
+    (benchmarks/results/rank-cpu.json); larger CPU batches only cost memory. CUDA: a GPU needs
+    large batches to be busy; 256 is the usual starting point and fits a ResNet-101's activations
+    (~1 GB at 1000 samples) in any current GPU; out-of-memory errors halve it anyway.
+    """
+    return DEFAULT_CUDA_BATCH_SIZE if device.startswith("cuda") else DEFAULT_BATCH_SIZE
 
 
 class Checkpoint:
@@ -71,7 +93,7 @@ class Checkpoint:
         self.format = backend.format
         self.device = backend.device
         self.provider = backend.provider
-        self.batch_size = DEFAULT_BATCH_SIZE
+        self.batch_size = default_batch_size(self.device)
         #: Largest batch that fitted after an out-of-memory error: later calls never ask for more.
         self._memory_limit: int | None = None
         self._backend = backend

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from melep_cli.checkpoints.checkpoint import DEFAULT_BATCH_SIZE
+from melep_cli.checkpoints.checkpoint import DEFAULT_BATCH_SIZE, DEFAULT_CUDA_BATCH_SIZE
 from melep_cli.checkpoints.devices import DEVICE_HELP
 
 DeviceOption = Annotated[str, typer.Option("--device", "-d", help=f"Where models run: {DEVICE_HELP}.")]
@@ -16,12 +16,14 @@ StrictDeviceOption = Annotated[
     typer.Option("--strict-device", help="Fail instead of falling back to the CPU when --device cuda is unavailable."),
 ]
 BatchSizeOption = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--batch-size",
         "-b",
         min=1,
-        help=f"Records per forward pass (default {DEFAULT_BATCH_SIZE}); halved automatically when memory runs out.",
+        help=f"Records per forward pass (default {DEFAULT_BATCH_SIZE} on the CPU, {DEFAULT_CUDA_BATCH_SIZE} on CUDA); "
+        "halved automatically when memory runs out.",
+        show_default=False,
     ),
 ]
 CheckpointsOption = Annotated[
@@ -34,4 +36,14 @@ CheckpointsOption = Annotated[
 ]
 RecursiveOption = Annotated[
     bool, typer.Option("--recursive", "-r", help="Search --checkpoints directories and their subdirectories.")
+]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads per forward pass (torch and ONNX Runtime intra-op threads; default: the cores available). "
+        "On a machine busy with other jobs, or with several ranks at once, --threads 1 is often much faster.",
+        show_default=False,
+    ),
 ]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from melep_cli import report
-from melep_cli.checkpoints import DEFAULT_BATCH_SIZE, parse_device
+from melep_cli.checkpoints import parse_device
 from melep_cli.cli.app import (
     EXIT_CHECKPOINT_FAILED,
     DebugOption,
@@ -30,6 +30,7 @@ from melep_cli.cli.checkpoint_options import (
     DeviceOption,
     RecursiveOption,
     StrictDeviceOption,
+    ThreadsOption,
 )
 from melep_cli.cli.target_options import (
     FoldsOption,
@@ -62,7 +63,8 @@ def rank_command(
     recursive: RecursiveOption = False,
     device: DeviceOption = "auto",
     strict_device: StrictDeviceOption = False,
-    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
+    batch_size: BatchSizeOption = None,
+    threads: ThreadsOption = None,
     weighting: WeightingOption = WeightingName.prevalence,
     source_weighted: Annotated[
         bool,
@@ -124,6 +126,7 @@ def rank_command(
                 weighting=weighting.value,  # type: ignore[arg-type]
                 source_weighted=source_weighted,
                 progress=update,
+                threads=threads,
                 **options,
             )
         if top is not None:
