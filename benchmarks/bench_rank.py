@@ -549,6 +549,104 @@ def _versus_naive_scenario(
     return result
 
 
+# ----- a busy machine: default threads against --threads 1 -------------------------------------------------
+#: (model, checkpoint format, records per rank) of the busy-machine cases.
+BUSY_CASES = (("resnet101", "ts", 16), ("bilstm", "ts", 32), ("bilstm", "onnx", 128))
+#: What each busy process runs: multi-threaded torch products, like other jobs' forward passes on a shared machine.
+BUSY_LOAD = (
+    "import torch\n"
+    "torch.set_num_threads(torch.get_num_threads())\n"
+    "a = torch.randn(256, 256)\n"
+    "while True:\n"
+    "    a = torch.tanh(a @ a)\n"
+)
+
+
+def _cli_ranks(checkpoint: Path, target: Path, copies: int, threads: int | None) -> None:
+    """`copies` runs of the `melep rank` CLI at once, each in its own process; returns when all have ended."""
+    command = [sys.executable, "-m", "melep_cli", "rank", "-c", str(checkpoint), "-t", str(target), "-d", "cpu", "-q"]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    environment = {**os.environ, "PYTHONPATH": str(_common.REPO_ROOT)}
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
+        for _ in range(copies)
+    ]
+    failures = [process.communicate()[1].decode()[-500:] for process in processes if process.wait() not in (0,)]
+    if failures:
+        raise RuntimeError(f"melep rank failed: {failures[0]}")
+
+
+def run_busy(*, quick: bool = False, repeats: int | None = None) -> dict[str, Any]:
+    """The `melep rank` CLI with the default threads against --threads 1 on a machine shared with other work.
+
+    Two situations: two ranks at once (each a CLI process; wall time until both end), and one rank
+    while one process per physical core runs multi-threaded torch products (other jobs on a shared
+    machine or CI runner). The load processes are stopped when the benchmark ends, whatever happens.
+    """
+    if not (_common.PTBXL_DIR / "ptbxl_database.csv").is_file():
+        print(f"PTB-XL not found at {_common.PTBXL_DIR}: skipping")
+        return {"skipped": f"PTB-XL not found at {_common.PTBXL_DIR}"}
+    repeats = repeats or (1 if quick else 2)
+    cases = BUSY_CASES[-1:] if quick else BUSY_CASES
+    cores = _common.physical_cores()
+    machine = _common.machine_description()
+    results: dict[str, Any] = {"two ranks at once": {}, "other multi-threaded jobs": {}}
+    load_during = None
+    with tempfile.TemporaryDirectory(prefix="melep-bench-busy-") as scratch:
+        exported = export_paper_models(tuple(sorted({name for name, _, _ in cases})), Path(scratch), quick)
+        targets = {count: ptbxl_subset(count, Path(scratch) / f"ptbxl-{count}") for _, _, count in cases}
+        for situation in results:
+            hogs = []
+            try:
+                if situation == "other multi-threaded jobs":
+                    hogs = [subprocess.Popen([sys.executable, "-c", BUSY_LOAD]) for _ in range(cores)]
+                    time.sleep(1.0)
+                    load_during = os.getloadavg()[0]
+                copies = 2 if situation == "two ranks at once" else 1
+                for name, key, count in cases:
+                    checkpoint = exported[name][key]
+                    configurations = {
+                        f"default threads ({cores})": functools.partial(
+                            _cli_ranks, checkpoint, targets[count], copies, None
+                        ),
+                        "--threads 1": functools.partial(_cli_ranks, checkpoint, targets[count], copies, 1),
+                    }
+                    times = round_robin(configurations, repeats)
+                    rows = {label: summary(seconds, count * copies) for label, seconds in times.items()}
+                    default, single = rows.values()
+                    speedup = default["median_s"] / single["median_s"]
+                    results[situation][f"{name} ({key})"] = {
+                        "records_per_rank": count,
+                        "ranks": copies,
+                        "configurations": rows,
+                        "speedup_threads_1": speedup,
+                    }
+                    print(
+                        f"{situation}, {name} ({key}), {count} records per rank: default threads "
+                        f"{default['median_s']:.1f} s, --threads 1 {single['median_s']:.1f} s: "
+                        f"--threads 1 is {speedup:.2f}x faster"
+                    )
+            finally:
+                for hog in hogs:
+                    hog.kill()
+                    hog.wait()
+    payload = {
+        "what": "the melep rank CLI (a subprocess each, startup included) with default intra-op threads vs "
+        "--threads 1: two ranks at once, and one rank beside one process per physical core running "
+        "multi-threaded torch; wall time, round-robin",
+        "load_processes": cores,
+        "load_average_during": load_during,
+        "quick": quick,
+        "note": _common.NOISE_NOTE,
+        "machine": machine,
+        "situations": results,
+    }
+    path = _common.write_results("rank-busy" + ("-quick" if quick else ""), payload)
+    print(f"wrote {path}")
+    return payload
+
+
 # ----- TorchScript's profiling executor on a small target ----------------------------------------------------
 def run_torchscript_warmup(*, quick: bool = False, trials: int | None = None, calls: int = 6) -> dict[str, Any]:
     """First calls vs steady state of a freshly loaded frozen module, graph-executor optimisation on and off.
@@ -910,6 +1008,7 @@ BENCHMARKS = {
     "decode-once": lambda quick: run_decode_once(quick=quick),
     "memory": lambda quick: run_memory(quick=quick),
     "torchscript-warmup": lambda quick: run_torchscript_warmup(quick=quick),
+    "busy": lambda quick: run_busy(quick=quick),
 }
 
 

@@ -55,6 +55,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "rank-decode-once": lambda quick: bench_rank.run_decode_once(quick=quick),
     "rank-memory": lambda quick: bench_rank.run_memory(quick=quick),
     "torchscript-warmup": lambda quick: bench_rank.run_torchscript_warmup(quick=quick),
+    "rank-busy": lambda quick: bench_rank.run_busy(quick=quick),
 }
 
 
@@ -252,6 +253,24 @@ def rank_tables() -> list[str]:
                 lines.append(
                     f"| {model} | {label} | {row['first_call_s']:.3f} | {row['first_three_calls_s']:.3f} "
                     f"| {row['steady_call_s']:.3f} |"
+                )
+    document = _load("rank-busy")
+    if document:
+        lines += [
+            "",
+            "`melep rank` CLI (one process per rank, startup included) on a shared machine: default threads "
+            f"against `--threads 1`; 'other jobs' = {document['load_processes']} processes running multi-threaded "
+            f"torch (load average {document['load_average_during'] or 0:.1f}):",
+            "",
+            "| situation | checkpoint | records per rank | default threads | --threads 1 | --threads 1 speed-up |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for situation, cases in document["situations"].items():
+            for case, result in cases.items():
+                default, single = result["configurations"].values()
+                lines.append(
+                    f"| {situation} | {case} | {result['records_per_rank']} | {default['median_s']:.1f} s "
+                    f"| {single['median_s']:.1f} s | {result['speedup_threads_1']:.2f}x |"
                 )
     return lines
 
