@@ -10,10 +10,11 @@ written under a temporary name next to the output and renamed when complete.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -98,15 +99,9 @@ def convert(
     seconds: float | None = None,
     batch_size: int = 64,
     progress: ProgressCallback | None = None,
-    target_format: str | None = None,
-    labels: Sequence[str] | None = None,
-    labels_csv: str | Path | None = None,
-    min_positives: int = 10,
-    ptbxl_labels: str = "superclass",
-    folds: str | Iterable[int] | None = None,
     source_rate: float | None = None,
-    strict: bool = False,
     compression_level: int = 4,
+    **target_options: Any,
 ) -> ConvertResult:
     """Write the records of `source` (any target, or an opened Target) to the HDF5 file `output`.
 
@@ -114,28 +109,14 @@ def convert(
     seconds: crop / zero-pad every record to this duration; default: keep lengths (see module docstring).
     source_rate: PTB-XL: read the 100 or 500 Hz files (open_target's sampling_rate).
     progress: called with (records processed, records in the target) after every batch.
-    The other keywords select records and labels as in `open_target`.
+    `target_options` select records and labels as in `open_target` (labels, folds, strict, ...).
     """
     output = Path(output)
     if sampling_rate is not None and not (np.isfinite(sampling_rate) and sampling_rate > 0):
         raise UsageError(f"--sampling-rate must be a positive number of Hz, got {sampling_rate}")
     if seconds is not None and not (np.isfinite(seconds) and seconds > 0):
         raise UsageError(f"--seconds must be a positive number, got {seconds}")
-    target = (
-        source
-        if isinstance(source, Target)
-        else open_target(
-            source,
-            target_format=target_format,
-            labels=labels,
-            labels_csv=labels_csv,
-            min_positives=min_positives,
-            ptbxl_labels=ptbxl_labels,
-            folds=folds,
-            sampling_rate=source_rate,
-            strict=strict,
-        )
-    )
+    target = source if isinstance(source, Target) else open_target(source, sampling_rate=source_rate, **target_options)
     if output.exists() and output.resolve() == target.path.resolve():
         raise UsageError(f"{output}: the output would overwrite the source")
     try:

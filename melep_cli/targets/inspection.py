@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +25,15 @@ def inspect_target(
     decode: bool = True,
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
-    target_format: str | None = None,
-    labels: Sequence[str] | None = None,
-    labels_csv: str | Path | None = None,
-    min_positives: int = 10,
-    ptbxl_labels: str = "superclass",
-    folds: str | Iterable[int] | None = None,
-    sampling_rate: float | None = None,
-    strict: bool = False,
+    **target_options: Any,
 ) -> dict[str, Any]:
-    """Describe the target at `path`; with decode=True read every record to find rates, lengths and skips."""
-    target = open_target(
-        path,
-        target_format=target_format,
-        labels=labels,
-        labels_csv=labels_csv,
-        min_positives=min_positives,
-        ptbxl_labels=ptbxl_labels,
-        folds=folds,
-        sampling_rate=sampling_rate,
-        strict=strict,
-    )
+    """Describe the target at `path`; with decode=True read every record to find rates, lengths and skips.
+
+    `target_options` select records and labels as in `open_target` (labels, min_positives, folds, ...).
+    """
+    target = open_target(path, **target_options)
+    labels = target_options.get("labels")
+    min_positives = target_options.get("min_positives", 10)
     info = target.describe()
     info["label_selection"] = (
         "--labels" if labels is not None else f"every label with >= {min_positives} positives and >= 1 negative"
