@@ -129,6 +129,20 @@ def timed_rank(checkpoints: list[Path], target: Path, **options: Any) -> tuple[f
     return seconds, report, stats
 
 
+def sixteen_bit(device: str) -> str | None:
+    """The 16-bit precision `--precision` can use on `device` (bfloat16 on a CPU with its instructions, float16 on
+    CUDA), or None: then the bfloat16 lines of the benchmarks are left out."""
+    from melep_cli.checkpoints.devices import cpu_has_bfloat16
+
+    if device == "cuda":
+        return "float16"
+    return "bfloat16" if cpu_has_bfloat16() else None
+
+
+#: Models timed at a 16-bit precision too (the Bi-LSTMs' traced LSTM fixes float32 inside: it falls back).
+SIXTEEN_BIT_MODELS = ("resnet101",)
+
+
 # ----- inputs and checkpoints ---------------------------------------------------------------------------------
 def ptbxl_subset(count: int, directory: Path) -> Path:
     """A PTB-XL tree holding the first `count` records of the shared PTB-XL (CSV rows kept, records100 linked).
@@ -160,7 +174,12 @@ def export_paper_models(names: tuple[str, ...], directory: Path, quick: bool) ->
         files = models.export_checkpoint(
             model, directory, f"bench-{name}", models.checkpoint_metadata(name, models.DEFAULT_OUTPUTS)
         )
-        exported[name] = {"module": model, "gflop_per_record": models.flops_per_record(model) / 1e9, **files}
+        exported[name] = {
+            "name": name,
+            "module": model,
+            "gflop_per_record": models.flops_per_record(model) / 1e9,
+            **files,
+        }
     torch.set_num_threads(_common.physical_cores())
     return exported
 
@@ -223,6 +242,25 @@ def model_only_runners(
 
         runners["model-only onnxruntime" + suffix] = run_onnx
     return runners
+
+
+def model_only_16bit_runner(files: dict[str, Any], device: str, precision: str) -> Callable[[list[np.ndarray]], None]:
+    """Model-only forward passes of the TorchScript checkpoint as `melep rank --precision` converts it."""
+    from melep_cli.checkpoints import load_checkpoint
+
+    checkpoint = load_checkpoint(files["ts"], device="cuda" if device == "cuda" else "cpu", precision=precision)
+    module, dtype = checkpoint._backend.module, getattr(torch, precision)
+    target = torch.device(checkpoint.device)
+
+    def run_16bit(batches: list[np.ndarray]) -> None:
+        with torch.inference_mode():
+            for batch in batches:
+                tensor = torch.from_numpy(batch)
+                if target.type == "cuda":
+                    tensor = tensor.pin_memory().to(target, non_blocking=True)
+                module(tensor.to(dtype)).float().cpu().numpy()
+
+    return run_16bit
 
 
 def round_robin(configurations: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
@@ -342,20 +380,32 @@ def _end_to_end_model(
     runners = model_only_runners(files, device)
     if single_thread and device == "cpu":  # is decoding overlapped when a core is left free?
         runners.update(model_only_runners(files, device, formats=("onnx",), threads=1))
+    precision = sixteen_bit(device) if files["name"] in SIXTEEN_BIT_MODELS else None
+    if precision:  # --precision: its own ratio, kept out of the float32 ones
+        runners[f"model-only torchscript-frozen ({precision})"] = model_only_16bit_runner(files, device, precision)
     configurations: dict[str, Callable[[], Any]] = {
         label: functools.partial(run, batches) for label, run in runners.items()
     }
     profiles: dict[str, list[dict]] = {}
 
-    def run_rank(label: str, key: str, threads: int | None) -> None:
-        seconds, report, stats = timed_rank([files[key]], target, device=device, batch_size=batch_size, threads=threads)
+    def run_rank(label: str, key: str, threads: int | None, precision: str = "float32") -> None:
+        seconds, report, stats = timed_rank(
+            [files[key]], target, device=device, batch_size=batch_size, threads=threads, precision=precision
+        )
+        if report.outcomes[0].precision != precision:
+            raise RuntimeError(f"{label}: ran in {report.outcomes[0].precision}, not {precision}")
         profiles[label].append({"seconds": seconds, "report_seconds": report.seconds, "stages": stats})
 
-    plans = [("rank torchscript", "ts", None), ("rank onnx", "onnx", None)]
+    plans: list[tuple[str, str, int | None, str]] = [
+        ("rank torchscript", "ts", None, "float32"),
+        ("rank onnx", "onnx", None, "float32"),
+    ]
     if single_thread and device == "cpu":
-        plans.append(("rank onnx (threads=1)", "onnx", 1))
-    for label, key, threads in plans:
-        configurations[label] = functools.partial(run_rank, label, key, threads)
+        plans.append(("rank onnx (threads=1)", "onnx", 1, "float32"))
+    if precision:
+        plans.append((f"rank torchscript ({precision})", "ts", None, precision))
+    for label, key, threads, plan_precision in plans:
+        configurations[label] = functools.partial(run_rank, label, key, threads, plan_precision)
         profiles[label] = []
     for label, configuration in configurations.items():  # warm-up: file cache, TorchScript's profiling runs
         configuration()
@@ -367,8 +417,9 @@ def _end_to_end_model(
     rows = {label: summary(seconds, count) for label, seconds in times.items()}
     for label, row in rows.items():
         print(f"  {label:<32} {row['records_per_s']:8.1f} records/s ({row['median_s']:.2f} s, median of {repeats})")
-    model_only = [label for label in rows if label.startswith("model-only") and "threads=" not in label]
-    ranked = [label for label in rows if label.startswith("rank") and "threads=" not in label]
+    exact = [label for label in rows if "threads=" not in label and "16)" not in label]  # default threads, float32
+    model_only = [label for label in exact if label.startswith("model-only")]
+    ranked = [label for label in exact if label.startswith("rank")]
     best_model_only = max(model_only, key=lambda label: rows[label]["records_per_s"])
     best_rank = max(ranked, key=lambda label: rows[label]["records_per_s"])
     ratios = {
@@ -381,10 +432,12 @@ def _end_to_end_model(
     for rank_label, model_label in (
         ("rank onnx", "model-only onnxruntime"),
         ("rank onnx (threads=1)", "model-only onnxruntime (threads=1)"),
+        (f"rank torchscript ({precision})", f"model-only torchscript-frozen ({precision})"),
     ):
         if rank_label in rows and model_label in rows:
             key = rank_label.replace(" ", "_").replace("(", "").replace(")", "").replace("=", "_")
             ratios[f"{key}_over_model_only"] = rows[rank_label]["records_per_s"] / rows[model_label]["records_per_s"]
+            print(f"  {rank_label} / {model_label}: {ratios[f'{key}_over_model_only']:.3f}")
     print(
         f"  rank / best model-only: {ratios['rank_over_best_model_only']:.3f} ({best_rank} vs {best_model_only}); "
         f"best of rounds {ratios['rank_over_best_model_only_best_rounds']:.3f}"
@@ -508,25 +561,32 @@ def _versus_naive_scenario(
             logits = naive_baseline.naive_forward(files["module"], naive_baseline.WfdbRecords(record_paths))
             scores[f"naive {member}"] = naive_baseline.naive_melep(logits, labels)["score"]
 
-    def ranked(key: str) -> None:
-        _, report, _ = timed_rank([files[key] for files in exported], target, labels=naive_baseline.SUPERCLASSES)
+    def ranked(key: str, precision: str = "float32") -> None:
+        _, report, _ = timed_rank(
+            [files[key] for files in exported], target, labels=naive_baseline.SUPERCLASSES, precision=precision
+        )
         for outcome in report.outcomes:
-            scores[f"rank {key} {outcome.name}"] = outcome.melep
+            scores[f"rank {key} {precision} {outcome.name}"] = outcome.melep
+            precisions[outcome.name] = outcome.precision
 
+    precisions: dict[str, str | None] = {}
     configurations: dict[str, Callable[[], Any]] = {
         "naive": naive,
         "rank (torchscript)": functools.partial(ranked, "ts"),
         "rank (onnx)": functools.partial(ranked, "onnx"),
     }
+    precision = sixteen_bit("cpu")
+    if precision:  # --precision, reported apart: not the same arithmetic as the naive pipeline
+        configurations[f"rank (torchscript, {precision})"] = functools.partial(ranked, "ts", precision)
     for configuration in configurations.values():  # warm-up (file cache, profiling runs)
         configuration()
     times = round_robin(configurations, repeats)
     rows = {label: summary(seconds, count * len(members)) for label, seconds in times.items()}
     naive_s = rows["naive"]["median_s"]
-    ranks = [label for label in rows if label != "naive"]
+    ranks = [label for label in rows if label != "naive" and "16)" not in label]
     best_rank = min(ranks, key=lambda label: rows[label]["median_s"])
     agreement = max(
-        abs(scores[f"rank {key} bench-{member}"] - scores[f"naive {member}"]) / abs(scores[f"naive {member}"])
+        abs(scores[f"rank {key} float32 bench-{member}"] - scores[f"naive {member}"]) / abs(scores[f"naive {member}"])
         for member in members
         for key in ("ts", "onnx")
     )
@@ -536,10 +596,22 @@ def _versus_naive_scenario(
         "speedup_best_rank_over_naive": naive_s / rows[best_rank]["median_s"],
         "speedup_best_rank_over_naive_best_rounds": rows["naive"]["min_s"]
         / min(rows[label]["min_s"] for label in ranks),
-        "speedups": {label: naive_s / rows[label]["median_s"] for label in ranks},
+        "speedups": {label: naive_s / rows[label]["median_s"] for label in rows if label != "naive"},
         "best_rank": best_rank,
         "max_rel_score_diff_rank_vs_naive": agreement,
     }
+    if precision:
+        label = f"rank (torchscript, {precision})"
+        result[f"speedup_{precision}_over_naive"] = naive_s / rows[label]["median_s"]
+        result[f"{precision}_precisions"] = {f"bench-{member}": precisions[f"bench-{member}"] for member in members}
+        result[f"max_abs_score_diff_{precision}_vs_naive"] = max(
+            abs(scores[f"rank ts {precision} bench-{member}"] - scores[f"naive {member}"]) for member in members
+        )
+        print(
+            f"  {label}: {rows[label]['median_s']:.2f} s, speed-up {result[f'speedup_{precision}_over_naive']:.2f}x, "
+            f"scores within {result[f'max_abs_score_diff_{precision}_vs_naive']:.1e} of the naive float32 ones "
+            f"(ran in {result[f'{precision}_precisions']})"
+        )
     print(
         f"{scenario}: naive {naive_s:.2f} s, "
         + ", ".join(f"{label} {rows[label]['median_s']:.2f} s" for label in ranks)

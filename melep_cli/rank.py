@@ -24,6 +24,7 @@ import numpy as np
 from melep_cli.checkpoints import Checkpoint, discover_checkpoints, load_checkpoint, unique_names
 from melep_cli.checkpoints.backends import check_threads
 from melep_cli.checkpoints.checkpoint import default_batch_size
+from melep_cli.checkpoints.devices import parse_precision
 from melep_cli.errors import CheckpointError, MelepError, TargetError, UsageError
 from melep_cli.metric import MelepAccumulator, MelepResult, Weighting
 from melep_cli.preprocess import InputSpec, prepare
@@ -47,6 +48,7 @@ class CheckpointOutcome:
     error: str | None = None
     seconds: float = 0.0
     device: str | None = None
+    precision: str | None = None  # what the forward pass computed in (float32 unless --precision took effect)
     rank: int | None = None
 
     @property
@@ -105,6 +107,7 @@ def rank(
     source_weighted: bool = False,
     progress: ProgressCallback | None = None,
     threads: int | None = None,
+    precision: str = "float32",
     **target_options: Any,
 ) -> RankReport:
     """Rank the checkpoints found in `checkpoints` by MELEP on `target` (lower is better).
@@ -115,12 +118,15 @@ def rank(
     the largest of them.
     `threads`: CPU threads of each forward pass (ONNX Runtime and torch intra-op threads); None:
     the cores available to the process. On a machine busy with other work, 1 is often much faster.
+    `precision`: float32 (exact), or bfloat16/float16 to run TorchScript checkpoints in 16-bit
+    arithmetic where the device is fast at it (each result says what it ran in).
     Raises UsageError/TargetError for problems that stop the whole run; a checkpoint's own
     problems become its error row.
     """
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     check_threads(threads)
+    parse_precision(precision)
     started = time.perf_counter()
     paths = discover_checkpoints(checkpoints, recursive=recursive)
     opened = target if not isinstance(target, (str, Path)) else open_target(target, **target_options)
@@ -131,7 +137,13 @@ def rank(
     running: list[_Running] = []
     for path, name in zip(paths, unique_names(paths)):
         outcome, loaded = _load(
-            path, name, device=device, strict_device=strict_device, threads=threads, share_cores=len(paths) > 1
+            path,
+            name,
+            device=device,
+            strict_device=strict_device,
+            threads=threads,
+            share_cores=len(paths) > 1,
+            precision=precision,
         )
         outcomes.append(outcome)
         if loaded is not None:
@@ -232,6 +244,7 @@ class _Running:
             self.outcome.seconds += time.perf_counter() - started
 
     def finish(self) -> None:
+        self.outcome.precision = self.checkpoint.precision  # a 16-bit model that failed fell back to float32
         if self.outcome.status != "ok":
             return
         started = time.perf_counter()
@@ -272,14 +285,27 @@ def _check_labels_informative(target: Target, labels: np.ndarray, records: int, 
 
 
 def _load(
-    path: Path, name: str, *, device: str, strict_device: bool, threads: int | None, share_cores: bool
+    path: Path,
+    name: str,
+    *,
+    device: str,
+    strict_device: bool,
+    threads: int | None,
+    share_cores: bool,
+    precision: str,
 ) -> tuple[CheckpointOutcome, Checkpoint | None]:
     _import_runtime(_format_of(path))
     started = time.perf_counter()
     outcome = CheckpointOutcome(name=name, path=path, format=_format_of(path))
     try:
         checkpoint = load_checkpoint(
-            path, device=device, strict_device=strict_device, name=name, threads=threads, share_cores=share_cores
+            path,
+            device=device,
+            strict_device=strict_device,
+            name=name,
+            threads=threads,
+            share_cores=share_cores,
+            precision=precision,
         )
     except UsageError:
         raise
@@ -294,6 +320,7 @@ def _load(
     finally:
         outcome.seconds = time.perf_counter() - started
     outcome.name, outcome.format, outcome.device = checkpoint.name, checkpoint.format, checkpoint.device
+    outcome.precision = checkpoint.precision
     return outcome, checkpoint
 
 

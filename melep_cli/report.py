@@ -15,7 +15,7 @@ from rich.table import Table
 from melep_cli.metric import MelepResult
 
 if TYPE_CHECKING:
-    from melep_cli.rank import RankReport
+    from melep_cli.rank import CheckpointOutcome, RankReport
 
 
 def finite_or_none(value: float) -> float | None:
@@ -171,6 +171,7 @@ def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = Fa
         else:
             entry["error"] = outcome.error
         entry["device"] = outcome.device
+        entry["precision"] = outcome.precision
         entry["seconds"] = round(outcome.seconds, 6)
         results.append(entry)
     document: dict[str, Any] = {
@@ -220,6 +221,14 @@ def rank_to_csv(report: RankReport, *, per_label: bool = False) -> str:
     return rows_to_csv(rows)
 
 
+def _format_text(outcome: CheckpointOutcome) -> str:
+    """The checkpoint format, with the precision when it is not the exact float32 (e.g. 'torchscript bfloat16')."""
+    text = outcome.format or ""
+    if outcome.precision not in (None, "float32"):
+        text = f"{text} {outcome.precision}"
+    return text
+
+
 def rank_table(report: RankReport, *, top: int | None = None) -> Table:
     """Ranked best first: rank, checkpoint, format, MELEP, difference from the best, Z, records, seconds."""
     target = report.target
@@ -248,7 +257,7 @@ def rank_table(report: RankReport, *, top: int | None = None) -> Table:
         table.add_row(
             str(outcome.rank),
             outcome.name,
-            outcome.format or "",
+            _format_text(outcome),
             format_score(result.score),
             "—" if outcome.rank == 1 else f"+{result.score - best:.4f}",
             str(len(result.source_names)),
@@ -257,7 +266,8 @@ def rank_table(report: RankReport, *, top: int | None = None) -> Table:
             style=style,
         )
     for outcome in report.failed:
-        table.add_row("—", outcome.name, outcome.format or "", "[red]error[/red]", "", "", "", f"{outcome.seconds:.2f}")
+        seconds = f"{outcome.seconds:.2f}"
+        table.add_row("—", outcome.name, _format_text(outcome), "[red]error[/red]", "", "", "", seconds)
     labels = ", ".join(f"{name} {p:.1%}" for name, p in zip(target.labels, target.prevalence))
     table.caption = f"{target.records} records; target labels (prevalence): {labels}"
     return table

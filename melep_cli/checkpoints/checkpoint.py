@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from melep_cli.checkpoints.backends import Backend, OnnxBackend, OutOfMemory, TorchScriptBackend, one_line
-from melep_cli.checkpoints.devices import parse_device
+from melep_cli.checkpoints.devices import parse_device, parse_precision
 from melep_cli.checkpoints.metadata import CONSEQUENTIAL_KEYS, CheckpointMetadata, resolve_metadata, sidecar_path
 from melep_cli.checkpoints.safety import detect_format
 from melep_cli.errors import CheckpointError, InputError
@@ -35,6 +35,7 @@ def load_checkpoint(
     warn_defaults: bool = True,
     threads: int | None = None,
     share_cores: bool = False,
+    precision: str = "float32",
 ) -> Checkpoint:
     """Load a TorchScript or ONNX checkpoint safely (pickles are refused unread) with its metadata.
 
@@ -44,20 +45,29 @@ def load_checkpoint(
     `threads`: CPU threads of the forward pass (ORT intra-op threads, torch intra-op threads while
     this model runs); None: the cores available to the process. `share_cores`: other models run
     between this one's batches (rank with several checkpoints): ONNX Runtime's idle threads sleep
-    instead of spinning.
+    instead of spinning. `precision`: float32 (exact), or bfloat16/float16 for speed where the device
+    has fast 16-bit arithmetic (TorchScript only; otherwise float32 with a warning, see `Checkpoint.precision`).
     """
     path = Path(path)
     parse_device(device)
+    parse_precision(precision)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     checkpoint_format = detect_format(path)
     backend: Backend
     if checkpoint_format == "onnx":
         backend = OnnxBackend(
-            path, device=device, strict_device=strict_device, threads=threads, share_cores=share_cores
+            path,
+            device=device,
+            strict_device=strict_device,
+            threads=threads,
+            share_cores=share_cores,
+            precision=precision,
         )
     else:
-        backend = TorchScriptBackend(path, device=device, strict_device=strict_device, threads=threads)
+        backend = TorchScriptBackend(
+            path, device=device, strict_device=strict_device, threads=threads, precision=precision
+        )
     metadata = resolve_metadata(path, backend.embedded_metadata, backend.embedded_origin)
     checkpoint = Checkpoint(path, backend, metadata, name=name)
     if warn_defaults:
@@ -160,6 +170,11 @@ class Checkpoint:
             names = declared.dynamic_names or (None,) * len(declared.shape)
             shape = [dim if dim is not None else (name or "?") for dim, name in zip(declared.shape, names)]
         return {"name": declared.name, "shape": shape, "dtype": self.metadata.dtype}
+
+    @property
+    def precision(self) -> str:
+        """What the forward pass computes in: float32, bfloat16 or float16 (float32 after any fallback)."""
+        return self._backend.precision
 
     @property
     def output_name(self) -> str:

@@ -78,3 +78,63 @@ def onnx_providers(device: str, *, strict: bool, where: str) -> tuple[list, str]
         return cpu, fall_back_to_cpu(device, reason, strict=strict, where=where)
     index = cuda_index(device)
     return [("CUDAExecutionProvider", {"device_id": index}), *cpu], f"cuda:{index}"
+
+
+#: Arithmetic of the forward pass: float32 (exact, the default) or a 16-bit float for speed.
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+def parse_precision(precision: str) -> str:
+    """The precision request in canonical form, or a UsageError."""
+    normalised = precision.strip().lower()
+    if normalised not in PRECISIONS:
+        raise UsageError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return normalised
+
+
+def cpu_has_bfloat16() -> bool:
+    """True when this CPU has bfloat16 instructions (AVX512-BF16 or AMX), which make bfloat16 faster than float32.
+
+    Without them oneDNN emulates bfloat16, slower than float32: asking for it would only lose precision.
+    """
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def torch_precision(precision: str, device: str) -> str:
+    """The precision a TorchScript model really runs in on `device` ('cpu' or 'cuda:N'): `precision`,
+    or float32 after a one-time warning when the device has no fast arithmetic of that kind."""
+    import torch
+
+    precision = parse_precision(precision)
+    if precision == "float32":
+        return precision
+    if device == "cpu":
+        if precision == "float16":
+            reason = "float16 needs CUDA"
+        elif not cpu_has_bfloat16():
+            reason = "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX), so bfloat16 would be slower"
+        else:
+            return precision
+    elif precision == "bfloat16" and not torch.cuda.is_bf16_supported():
+        reason = f"{device} has no bfloat16 arithmetic"
+    else:
+        return precision
+    _warn_once(f"--precision {precision}: {reason}; TorchScript checkpoints on {device} run in float32")
+    return "float32"
+
+
+def onnx_precision(precision: str) -> str:
+    """ONNX checkpoints always run in float32 (their graph fixes the arithmetic); a warning if asked otherwise."""
+    precision = parse_precision(precision)
+    if precision != "float32":
+        _warn_once(f"--precision {precision} applies to TorchScript checkpoints; ONNX checkpoints run as exported")
+    return "float32"
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)

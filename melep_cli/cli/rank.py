@@ -28,6 +28,8 @@ from melep_cli.cli.checkpoint_options import (
     BatchSizeOption,
     CheckpointsOption,
     DeviceOption,
+    PrecisionName,
+    PrecisionOption,
     RecursiveOption,
     StrictDeviceOption,
     ThreadsOption,
@@ -65,6 +67,7 @@ def rank_command(
     strict_device: StrictDeviceOption = False,
     batch_size: BatchSizeOption = None,
     threads: ThreadsOption = None,
+    precision: PrecisionOption = PrecisionName.float32,
     weighting: WeightingOption = WeightingName.prevalence,
     source_weighted: Annotated[
         bool,
@@ -127,6 +130,7 @@ def rank_command(
                 source_weighted=source_weighted,
                 progress=update,
                 threads=threads,
+                precision=precision.value,
                 **options,
             )
         if top is not None:
