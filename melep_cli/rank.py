@@ -8,10 +8,10 @@ non-finite outputs) becomes an error row; the others finish.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -133,28 +133,28 @@ def rank(
 
     _check_labels_informative(opened, opened.labels, len(opened), when="among its records")
 
+    decode_size = batch_size or _decode_batch_size(device, paths)
     outcomes: list[CheckpointOutcome] = []
     running: list[_Running] = []
-    for path, name in zip(paths, unique_names(paths)):
-        outcome, loaded = _load(
-            path,
-            name,
-            device=device,
-            strict_device=strict_device,
-            threads=threads,
-            share_cores=len(paths) > 1,
-            precision=precision,
-        )
-        outcomes.append(outcome)
-        if loaded is not None:
-            running.append(_Running(loaded, outcome, weighting, source_weighted, opened.label_names))
-
     positives = np.zeros(len(opened.label_names), dtype=np.int64)
     records = 0
     total = len(opened)
-    decode_size = batch_size or max((item.checkpoint.batch_size for item in running), default=default_batch_size("cpu"))
-    # closing(): an exception (Ctrl-C included) stops the decode thread at once, not when the frame is collected.
-    with contextlib.closing(_prefetch(opened.batches(decode_size))) as batches:
+    # Decoding starts before the checkpoints load, so the first batches are ready when the first model is
+    # (loading is mostly one thread); closing() stops the decode thread at once on any exception (Ctrl-C too).
+    with contextlib.closing(_Prefetch(opened.batches(decode_size))) as batches:
+        for path, name in zip(paths, unique_names(paths)):
+            outcome, loaded = _load(
+                path,
+                name,
+                device=device,
+                strict_device=strict_device,
+                threads=threads,
+                share_cores=len(paths) > 1,
+                precision=precision,
+            )
+            outcomes.append(outcome)
+            if loaded is not None:
+                running.append(_Running(loaded, outcome, weighting, source_weighted, opened.label_names))
         for batch in batches:
             labels = np.asarray(batch.labels, dtype=np.uint8)
             positives += labels.sum(axis=0, dtype=np.int64)
@@ -342,41 +342,102 @@ def _assign_ranks(outcomes: list[CheckpointOutcome]) -> None:
         outcome.rank = position if outcome.status == "ok" else None
 
 
-def _prefetch(batches: Iterable[Batch], depth: int = 2) -> Iterator[Batch]:
-    """Decode the next batches in a background thread while the current one runs through the models."""
-    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+#: Decoded records the decode thread may hold ahead of the forward passes (at least two batches are allowed).
+PREFETCH_BYTES = 32 * 2**20
 
-    def produce() -> None:
-        try:
-            for batch in batches:
-                while not stop.is_set():
-                    try:
-                        buffer.put(("batch", batch), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            buffer.put(("done", None))
-        except BaseException as error:  # handed to the consumer, raised there
-            buffer.put(("error", error))
 
-    worker = threading.Thread(target=produce, name="melep-decode", daemon=True)
-    worker.start()
+def _decode_batch_size(device: str, paths: Sequence[Path]) -> int:
+    """Records per decoded batch when --batch-size is not given: the default of the device the models will use.
+
+    Known before any checkpoint loads, so decoding can start first. 'auto' means CUDA when a runtime of
+    these checkpoints sees a GPU. A checkpoint that ends up elsewhere still runs its own batch size.
+    """
+    requested = device.strip().lower()
+    if requested == "auto":
+        formats = {_format_of(path) for path in paths}
+        requested = "cuda" if _cuda_visible(formats) else "cpu"
+    return default_batch_size(requested)
+
+
+def _cuda_visible(formats: set[str | None]) -> bool:
+    """Whether torch (TorchScript) or onnxruntime (ONNX) would run these formats on CUDA under --device auto."""
     try:
+        if "torchscript" in formats and importlib.import_module("torch").cuda.is_available():
+            return True
+        if "onnx" in formats:
+            providers = importlib.import_module("onnxruntime").get_available_providers()
+            return "CUDAExecutionProvider" in providers
+    except ImportError:  # a missing runtime is reported when its checkpoint loads
+        return False
+    return False
+
+
+def _batch_bytes(batch: Batch) -> int:
+    signals = batch.signals
+    return int(signals.nbytes) if isinstance(signals, np.ndarray) else sum(int(signal.nbytes) for signal in signals)
+
+
+class _Prefetch:
+    """Decode the next batches in a background thread, from construction on, while models load and run.
+
+    The thread runs ahead by up to `budget` bytes of signals (and always by `depth` batches): memory stays
+    bounded however large the target, and decoding fills the time the cores are not busy (loading, waits).
+    Iterate once; `close()` (also on an exception: use contextlib.closing) stops the thread.
+    """
+
+    def __init__(self, batches: Iterable[Batch], budget: int = PREFETCH_BYTES, depth: int = 2) -> None:
+        self._batches = batches
+        self._budget = budget
+        self._depth = depth
+        self._pending: collections.deque[tuple[str, Any, int]] = collections.deque()
+        self._held = 0
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._produce, name="melep-decode", daemon=True)
+        self._worker.start()
+
+    def _room_for(self, size: int) -> bool:
+        return len(self._pending) < self._depth or self._held + size <= self._budget
+
+    def _produce(self) -> None:
+        try:
+            for batch in self._batches:
+                size = _batch_bytes(batch)
+                with self._changed:
+                    while not self._stop.is_set() and not self._room_for(size):
+                        self._changed.wait(timeout=0.1)
+                    if self._stop.is_set():
+                        return
+                    self._pending.append(("batch", batch, size))
+                    self._held += size
+                    self._changed.notify_all()
+            item: tuple[str, Any, int] = ("done", None, 0)
+        except BaseException as error:  # handed to the consumer, raised there
+            item = ("error", error, 0)
+        with self._changed:
+            self._pending.append(item)
+            self._changed.notify_all()
+
+    def __iter__(self) -> Iterator[Batch]:
         while True:
-            kind, value = buffer.get()
+            with self._changed:
+                while not self._pending:
+                    self._changed.wait()
+                kind, value, size = self._pending.popleft()
+                self._held -= size
+                self._changed.notify_all()
             if kind == "batch":
                 yield value
             elif kind == "error":
                 raise value
             else:
                 return
-    finally:
-        stop.set()
-        while worker.is_alive():
-            try:
-                buffer.get_nowait()
-            except queue.Empty:
-                worker.join(timeout=0.1)
+
+    def close(self) -> None:
+        """Stop the decode thread and drop what it decoded ahead."""
+        self._stop.set()
+        with self._changed:
+            self._pending.clear()
+            self._held = 0
+            self._changed.notify_all()
+        self._worker.join()

@@ -194,3 +194,46 @@ def test_bad_target_and_usage_errors_exit_2(tmp_path: Path, capsys: pytest.Captu
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2, args
         assert len(err) == 1 and err[0].startswith("melep: error: ") and fragment in err[0], err
+
+
+def _counted_batches(target, batch_size: int, produced: list[int]):
+    for batch in target.batches(batch_size):
+        produced.append(len(batch))
+        yield batch
+
+
+def test_decoding_runs_ahead_within_its_memory_budget() -> None:
+    import threading
+    import time
+
+    from melep_cli.rank import _Prefetch
+
+    target = open_target(SAMPLE / "ptbxl_target.h5")
+    batch_bytes = 32 * 1000 * 12 * 4  # a batch of 32 records of 10 s at 100 Hz, float32
+    # Queued ahead: two batches at least, else as many as the budget holds, plus the one decoded and waiting.
+    for budget, expected_ahead in ((1, 3), (5 * batch_bytes, 6), (1 << 40, 10)):
+        produced: list[int] = []
+        prefetch = _Prefetch(_counted_batches(target, 32, produced), budget=budget)
+        deadline = time.monotonic() + 30
+        while len(produced) < expected_ahead and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # would it decode more than the budget allows?
+        assert len(produced) == expected_ahead, (budget, produced)  # nothing consumed yet: it waits
+        consumed = [len(batch) for batch in prefetch]
+        assert consumed == produced and sum(consumed) == len(target)
+        prefetch.close()
+    names = [thread.name for thread in threading.enumerate()]
+    assert "melep-decode" not in names
+
+
+def test_closing_early_stops_the_decode_thread() -> None:
+    import threading
+
+    from melep_cli.rank import _Prefetch
+
+    target = open_target(SAMPLE / "ptbxl_target.h5")
+    prefetch = _Prefetch(target.batches(8), budget=1)
+    first = next(iter(prefetch))
+    assert len(first) == 8
+    prefetch.close()
+    assert "melep-decode" not in [thread.name for thread in threading.enumerate()]
