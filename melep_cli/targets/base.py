@@ -203,10 +203,12 @@ def bad_rows(block: np.ndarray) -> list[str | None]:
     """`bad_record_reason` for every record of a (b, T, L) block, vectorised."""
     if block.shape[1] == 0 or block.shape[2] == 0:
         return ["no samples"] * block.shape[0]
-    if block.dtype.kind in "fc":
-        nonfinite = ~np.isfinite(block).all(axis=(1, 2))
-    else:  # integers and booleans are always finite
-        nonfinite = np.zeros(block.shape[0], dtype=bool)
+    nonfinite = np.zeros(block.shape[0], dtype=bool)
+    if block.dtype.kind in "fc":  # integers and booleans are always finite
+        # In slices of about 2^20 values: the boolean temporary stays small whatever the block's size.
+        step = max(1, (1 << 20) // (block.shape[1] * block.shape[2]))
+        for first in range(0, block.shape[0], step):
+            nonfinite[first : first + step] = ~np.isfinite(block[first : first + step]).all(axis=(1, 2))
     # Flat: every row equal to the first (see _is_flat); only records whose last row equals the first can be.
     flat = np.zeros(block.shape[0], dtype=bool)
     candidates = np.flatnonzero(~(block[:, -1] != block[:, 0]).any(axis=1))

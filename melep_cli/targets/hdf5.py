@@ -240,6 +240,7 @@ class Hdf5Target(Target):
                 if not _exact_in_float32(block.dtype):
                     block = np.asarray(block, dtype=np.float32)  # checks must see the float32 values
                 yield from self._block_batches(block, positions, batch_size)
+                del block  # before the next read: never two blocks at once
 
     def _block_batches(self, block: np.ndarray, positions: np.ndarray, batch_size: int) -> Iterator[Batch]:
         """Check, crop to `lengths` where stored, and cut one read block into float32 batches.
@@ -272,6 +273,7 @@ class Hdf5Target(Target):
                 labels=self.labels[chosen_positions],
                 ids=[self.record_ids[p] for p in chosen_positions],
             )
+            del signals  # the consumer has it: not kept here while the next batch is made
 
 
 def _contiguous(rows: np.ndarray) -> bool:
@@ -287,9 +289,13 @@ def _select_rows(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _rows_as_float32(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """A new float32 array of block[rows], in one copy when the rows are consecutive."""
+    """block[rows] as float32: a view of a float32 block when the rows are consecutive, else one new array.
+
+    A view is safe: the block is this reader's own fresh read, and batches take disjoint rows of it.
+    """
     if _contiguous(rows):
-        return np.array(block[int(rows[0]) : int(rows[-1]) + 1], dtype=np.float32)
+        part = block[int(rows[0]) : int(rows[-1]) + 1]
+        return part if part.dtype == np.float32 else part.astype(np.float32)
     return block[rows].astype(np.float32, copy=False)
 
 
