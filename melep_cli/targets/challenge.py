@@ -132,10 +132,15 @@ def parse_header(path: str | Path) -> Header:
         text = path.read_bytes().decode("latin-1")
     except OSError as error:
         raise TargetError(f"{path}: cannot read header ({error})") from None
+    fields, comments = _split_header(text)
+    return _parse_plain_header(path, fields, comments) or _parse_header_fields(path, fields, comments)
+
+
+def _split_header(text: str) -> tuple[list[list[str]], tuple[str, ...]]:
+    """The whitespace-split fields of every non-comment line, and the comments without their '#'."""
     lines = [line.strip() for line in text.splitlines()]
     comments = tuple(line.lstrip("#").strip() for line in lines if line.startswith("#"))
-    fields = [line.split() for line in lines if line and not line.startswith("#")]
-    return _parse_plain_header(path, fields, comments) or _parse_header_fields(path, fields, comments)
+    return [line.split() for line in lines if line and not line.startswith("#")], comments
 
 
 def _parse_header_fields(path: Path, fields: list[list[str]], comments: tuple[str, ...]) -> Header:
