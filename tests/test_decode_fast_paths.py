@@ -9,6 +9,7 @@ converted per batch) and the accumulator's in-place activation.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import h5py
@@ -24,6 +25,7 @@ from melep_cli.targets.challenge import (
     SignalSpec,
     _parse_header_fields,
     _parse_plain_header,
+    _signal_spec,
     _split_header,
     parse_header,
     physical,
@@ -77,6 +79,15 @@ def test_every_shared_data_header_is_compared():
     if not DATA.is_dir():
         pytest.skip(f"{DATA} is absent")
     assert len(real_headers()) > 3000  # PTB-XL 100 + 500 Hz and the Challenge records
+
+
+def test_signal_specs_of_the_fast_path_are_what_the_constructor_makes():
+    values = ("rec.dat", "16", 24, 1000.0, -5.0, "uV", "aVR", True)
+    fast, built = _signal_spec(*values), SignalSpec(*values)
+    assert fast == built and hash(fast) == hash(built) and repr(fast) == repr(built)
+    assert vars(fast) == vars(built) and list(vars(fast)) == [field.name for field in dataclasses.fields(SignalSpec)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.gain = 1.0  # type: ignore[misc]
 
 
 SIGNAL_LINES = [

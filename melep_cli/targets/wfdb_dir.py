@@ -106,7 +106,7 @@ def _read_whole_int16(data_path: Path) -> np.ndarray | None:
     error the caller goes through np.fromfile, so the error message stays np.fromfile's.
     """
     try:
-        with open(data_path, "rb") as handle:
+        with open(data_path, "rb", buffering=0) as handle:  # unbuffered: one read of the whole file
             data = handle.read()
     except OSError:
         return None
