@@ -23,6 +23,7 @@ from melep_cli.targets.base import bad_record_reason, bad_rows
 from melep_cli.targets.challenge import (
     Header,
     SignalSpec,
+    _coefficients,
     _parse_header_fields,
     _parse_plain_header,
     _signal_spec,
@@ -72,7 +73,11 @@ def test_fast_header_parse_equals_the_general_parser_on_every_real_header():
         fast, general = both_parsers(path)
         assert fast is not None, f"{path}: the common header shape missed the fast path"
         assert_same_header(fast, general)
-        assert parse_header(path) == general
+        parsed = parse_header(path)
+        assert parsed == general
+        # physical()'s coefficients, filled in by the fast path when every lead shares them
+        for ours, theirs in zip(parsed._adu_to_mv, _coefficients(general.signals)):
+            assert type(ours) is type(theirs) and np.array_equal(ours, theirs) if ours is not None else theirs is None
 
 
 def test_every_shared_data_header_is_compared():
@@ -424,3 +429,21 @@ def test_hdf5_checks_see_the_float32_values_of_wider_types(tmp_path):
         batches = list(target.batches(4))
         assert target.skipped == expected
         assert all(batch.signals.dtype == np.float32 for batch in batches)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["16 1000/mV 16 0 0 0 0 I", "16 1000/mV 16 0 0 0 0 II", "16 500/mV 16 0 0 0 0 III"],  # one gain differs
+        ["16 1000(3)/mV 16 0 0 0 0 I", "16 1000(3)/mV 16 0 0 0 0 II", "16 1000(-0)/mV 16 0 0 0 0 III"],
+        ["16 1000(3)/uV 16 0 0 0 0 I", "16 1000(3)/uV 16 0 0 0 0 II", "16 1000(3)/uV 16 0 0 0 0 III"],
+        ["16 1000/mV 16 0 0 0 0 I", "16 1000/uV 16 0 0 0 0 II", "16 1000/mV 16 0 0 0 0 III"],
+    ],
+)
+def test_parsed_headers_convert_like_the_formula(tmp_path, lines):
+    path = tmp_path / "rec.hea"
+    path.write_text("rec 3 500 400\n" + "".join(f"rec.dat {line}\n" for line in lines))
+    adu = np.random.default_rng(0).integers(-32768, 32767, size=(400, 3)).astype("<i2")
+    adu.tofile(tmp_path / "rec.dat")
+    header = parse_header(path)
+    assert_same_bits(read_wfdb_signal(header), plain_physical(adu, header))

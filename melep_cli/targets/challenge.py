@@ -17,6 +17,7 @@ import csv
 import functools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -81,19 +82,24 @@ class Header:
         Computed once per header (not per decode), and as scalars in the common case because numpy's
         broadcasting of a 12-element row over (T, 12) runs 12-element inner loops, 4x slower than a scalar.
         """
-        baselines = [signal.baseline for signal in self.signals]
-        scales = [signal.mv_per_unit / signal.gain for signal in self.signals]
-        baseline: float | np.ndarray | None
-        if all(value == 0.0 and math.copysign(1.0, value) > 0 for value in baselines):
-            baseline = None  # x - 0.0 == x bit for bit (x - (-0.0) is not, for x = -0.0)
-        else:
-            baseline = baselines[0] if _all_same(baselines) else np.array(baselines)
-        return baseline, scales[0] if _all_same(scales) else np.array(scales)
+        return _coefficients(self.signals)
 
     @functools.cached_property
     def _signal_files(self) -> tuple[str, ...]:
         """The distinct signal file names, sorted."""
         return tuple(sorted({signal.file_name for signal in self.signals}))
+
+
+def _coefficients(signals: Sequence[SignalSpec]) -> tuple[float | np.ndarray | None, float | np.ndarray]:
+    """`Header._adu_to_mv` of these signals (all of a header's, or one standing for all that equal it)."""
+    baselines = [signal.baseline for signal in signals]
+    scales = [signal.mv_per_unit / signal.gain for signal in signals]
+    baseline: float | np.ndarray | None
+    if all(value == 0.0 and math.copysign(1.0, value) > 0 for value in baselines):
+        baseline = None  # x - 0.0 == x bit for bit (x - (-0.0) is not, for x = -0.0)
+    else:
+        baseline = baselines[0] if _all_same(baselines) else np.array(baselines)
+    return baseline, scales[0] if _all_same(scales) else np.array(scales)
 
 
 def _all_same(values: list[float]) -> bool:
@@ -189,17 +195,27 @@ def _parse_plain_header(path: Path, fields: list[list[str]], comments: tuple[str
     if n_signals is None or rate is None or n_samples is None or rate == 0 or len(fields) <= n_signals:
         return None
     signals = []
+    shared: tuple | None = None  # the parsed fields of the first line, while every line has the same
     for line in fields[1 : 1 + n_signals]:
         if len(line) < 5:
             return None
         parsed = _plain_signal_fields(line[1], line[2], line[4])
         if parsed is None:
             return None
+        if not signals:
+            shared = parsed
+        elif parsed is not shared:  # `is`: the cache hands out one tuple per distinct fields
+            shared = None
         fmt, byte_offset, gain, baseline, units, plain_format16 = parsed
         name = " ".join(line[8:]) if len(line) > 8 else f"lead{len(signals)}"
         signals.append(_signal_spec(line[0], fmt, byte_offset, gain, baseline, units, name, plain_format16))
     record_name = record[0].rsplit(".", 1)[0] if record[0].endswith((".mat", ".dat")) else record[0]
-    return Header(path, record_name, n_signals, float(rate), n_samples, tuple(signals), comments)
+    header = Header(path, record_name, n_signals, float(rate), n_samples, tuple(signals), comments)
+    if shared is not None:
+        # Every lead has the same gain, baseline and units: the first stands for all. Stored where
+        # functools.cached_property would store it, saving a loop over the leads per record.
+        header.__dict__["_adu_to_mv"] = _coefficients(signals[:1])
+    return header
 
 
 def _signal_spec(
