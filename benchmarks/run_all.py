@@ -23,6 +23,7 @@ from typing import Any
 
 import _common
 import bench_backends
+import bench_decode
 import bench_metric
 import bench_rank
 import naive_baseline
@@ -35,13 +36,21 @@ def _metric_reference(quick: bool) -> str | None:
     """METRIC_REFERENCE for full runs inside a git checkout that has it; else None (new implementation only)."""
     if quick:
         return None
+    return METRIC_REFERENCE if _has_revision(METRIC_REFERENCE, "melep_cli/metric.py") else None
+
+
+def _has_revision(revision: str, path: str) -> bool:
+    """Whether this git checkout can show `path` at `revision`."""
     found = subprocess.run(
-        ["git", "cat-file", "-e", f"{METRIC_REFERENCE}:melep_cli/metric.py"],
-        cwd=_common.REPO_ROOT,
-        capture_output=True,
-        check=False,
+        ["git", "cat-file", "-e", f"{revision}:{path}"], cwd=_common.REPO_ROOT, capture_output=True, check=False
     )
-    return METRIC_REFERENCE if found.returncode == 0 else None
+    return found.returncode == 0
+
+
+def _decode_reference() -> str | None:
+    """bench_decode's reference revision (whole-pass and memory comparisons) when this checkout has it."""
+    reference = bench_decode.DECODE_REFERENCE
+    return reference if _has_revision(reference, "melep_cli/targets/wfdb_dir.py") else None
 
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
@@ -56,6 +65,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "rank-memory": lambda quick: bench_rank.run_memory(quick=quick),
     "torchscript-warmup": lambda quick: bench_rank.run_torchscript_warmup(quick=quick),
     "rank-busy": lambda quick: bench_rank.run_busy(quick=quick),
+    "decode": lambda quick: bench_decode.run(quick=quick, against=_decode_reference()),
 }
 
 

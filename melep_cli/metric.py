@@ -105,6 +105,14 @@ def activate(outputs: np.ndarray, activation: str, *, what: str = "outputs") -> 
     return values
 
 
+def _activate_in_place(values: np.ndarray, activation: str) -> np.ndarray:
+    """`activate` of a float64 n x Z array the caller owns and no longer needs: the sigmoid overwrites it."""
+    if activation != "logits" or values.dtype != np.float64 or values.ndim != 2:
+        return activate(values, activation)
+    _check_finite(values, "outputs")
+    return expit(values, out=values)
+
+
 def melep(
     outputs: np.ndarray,
     labels: np.ndarray,
@@ -183,9 +191,11 @@ class MelepAccumulator:
         """MELEP over every record seen."""
         if not self._outputs:
             raise InputError("no records: MELEP needs at least one labelled record")
-        outputs = np.concatenate(self._outputs)
+        # Straight into float64 (the values activate() would convert to), then activated in place: one n x Z
+        # array instead of a concatenated copy plus an activated copy.
+        outputs = np.concatenate(self._outputs, dtype=np.float64, casting="unsafe")  # as astype() casts
         labels = np.concatenate(self._labels)
-        theta = activate(outputs, self.activation)
+        theta = _activate_in_place(outputs, self.activation)
         return _melep_from_probabilities(
             theta, labels, self.weighting, self.source_weights, self.label_names, self.source_names, self.eps
         )

@@ -23,7 +23,14 @@ from hypothesis import strategies as st
 
 from melep_cli.errors import MelepError
 from melep_cli.targets import open_target
-from melep_cli.targets.challenge import Header, dx_codes, parse_header
+from melep_cli.targets.challenge import (
+    Header,
+    _parse_header_fields,
+    _parse_plain_header,
+    _split_header,
+    dx_codes,
+    parse_header,
+)
 from melep_cli.targets.labels_csv import LabelTable, join_labels, read_labels_csv
 from melep_cli.targets.wfdb_dir import WfdbTarget
 
@@ -111,6 +118,42 @@ def test_header_parser_on_random_structures(scratch: Path, text: str) -> None:
     path = scratch / "structured.hea"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
     _parse_or_error(path)
+
+
+@st.composite
+def _common_headers(draw) -> str:
+    """Headers close to the common shape the fast path takes, with one hostile token here and there."""
+    signals = draw(st.integers(0, 3))
+    rate = draw(st.sampled_from(["500", "100", "00250"]) | st.sampled_from(["0", "1e999", "500.5", "٥٠٠"]))
+    record = f"rec {draw(st.sampled_from([str(signals), str(signals + 1), '0' + str(signals)]))} {rate} 5000"
+    lines = [record + draw(st.sampled_from(["", " 05-May-2020 14:50:55"]))]
+    for _ in range(signals):
+        fields = [
+            draw(st.sampled_from(["rec.dat", "rec.mat"])),
+            draw(st.sampled_from(["16", "16+24", "212", "8", "16+0"]) | _FORMATS | st.just("٨")),
+            draw(st.sampled_from(["1000.0(0)/mV", "1000/mV", "-0(-0)/MV", "2.5e2(7)/nV", "1e-320/mV"]) | _GAINS),
+            "16",
+            draw(st.sampled_from(["0", "-0", "0x1", "+.5e-3"]) | _NUMBERS),
+            "0",
+            "0",
+            "0",
+            draw(st.sampled_from(["I", "aVR", "lead with spaces"])),
+        ]
+        lines.append(" ".join(fields[: draw(st.just(len(fields)) | st.integers(2, len(fields)))]))
+    return "\n".join(lines) + "\n#Dx: 1\n"
+
+
+@FUZZ
+@given(text=_headers() | _common_headers())
+@example(text="rec 2 500 5000\nrec.dat 16+24 1000/mV 16 0 0 0 0 I\nrec.dat 212 200(-5)/uV 12 1e-320 0 0 0 II\n")
+@example(text="rec 1 500 10 x\nrec.dat 16 -0(-0)/MV 16 -0 0 0 0 a b c\n#Dx: 1\n")
+def test_the_header_fast_path_agrees_with_the_general_parser(text: str) -> None:
+    """Where the fast path gives a Header, the general parser gives an equal one (and does not reject the header)."""
+    fields, comments = _split_header(text)
+    path = Path("fuzz.hea")
+    fast = _parse_plain_header(path, fields, comments)
+    if fast is not None:
+        assert fast == _parse_header_fields(path, fields, comments)
 
 
 @FUZZ

@@ -236,11 +236,18 @@ class Hdf5Target(Target):
                 except (OSError, ValueError) as error:
                     raise TargetError(f"{self.path}: cannot read records {start}..{stop - 1} ({error})") from None
                 positions = np.arange(lo, hi)
-                block = np.asarray(block[self.rows[lo:hi] - start], dtype=np.float32)
+                block = _select_rows(block, self.rows[lo:hi] - start)
+                if not _exact_in_float32(block.dtype):
+                    block = np.asarray(block, dtype=np.float32)  # checks must see the float32 values
                 yield from self._block_batches(block, positions, batch_size)
+                del block  # before the next read: never two blocks at once
 
     def _block_batches(self, block: np.ndarray, positions: np.ndarray, batch_size: int) -> Iterator[Batch]:
-        """Check, crop to `lengths` where stored, and cut one read block into batches."""
+        """Check, crop to `lengths` where stored, and cut one read block into float32 batches.
+
+        `block` holds float32 or a type float32 represents exactly (int16, ...): the checks give the same
+        answers on it, and only one batch at a time is converted, not the whole block.
+        """
         lengths = self.lengths[self.rows[positions]] if self.lengths is not None else None
         if lengths is None:
             reasons = bad_rows(block)
@@ -255,9 +262,9 @@ class Hdf5Target(Target):
         for first in range(0, len(keep), batch_size):
             chosen = np.asarray(keep[first : first + batch_size], dtype=np.int64)
             if lengths is None:
-                signals: np.ndarray | list[np.ndarray] = block[chosen]
+                signals: np.ndarray | list[np.ndarray] = _rows_as_float32(block, chosen)
             else:
-                signals = stack_if_uniform([block[i, : lengths[i]] for i in chosen])
+                signals = stack_if_uniform([np.asarray(block[i, : lengths[i]], dtype=np.float32) for i in chosen])
             chosen_positions = positions[chosen]
             yield Batch(
                 signals=signals,
@@ -266,3 +273,34 @@ class Hdf5Target(Target):
                 labels=self.labels[chosen_positions],
                 ids=[self.record_ids[p] for p in chosen_positions],
             )
+            del signals  # the consumer has it: not kept here while the next batch is made
+
+
+def _contiguous(rows: np.ndarray) -> bool:
+    """Ascending consecutive row numbers (so a slice selects them without a copy)."""
+    return rows.size > 0 and int(rows[-1]) - int(rows[0]) + 1 == rows.size and bool((np.diff(rows) == 1).all())
+
+
+def _select_rows(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """block[rows]: the block itself or a view when the rows are consecutive, a copy only otherwise."""
+    if _contiguous(rows):
+        return block if rows.size == block.shape[0] else block[int(rows[0]) : int(rows[-1]) + 1]
+    return block[rows]
+
+
+def _rows_as_float32(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """block[rows] as float32: a view of a float32 block when the rows are consecutive, else one new array.
+
+    A view is safe: the block is this reader's own fresh read, and batches take disjoint rows of it.
+    """
+    if _contiguous(rows):
+        part = block[int(rows[0]) : int(rows[-1]) + 1]
+        return part if part.dtype == np.float32 else part.astype(np.float32)
+    return block[rows].astype(np.float32, copy=False)
+
+
+def _exact_in_float32(dtype: np.dtype) -> bool:
+    """float32 holds every value of `dtype` exactly and keeps distinct values distinct."""
+    return (
+        dtype == np.float32 or dtype == np.float16 or dtype.kind == "b" or (dtype.kind in "iu" and dtype.itemsize <= 2)
+    )

@@ -151,6 +151,7 @@ class PtbxlTarget(Target):
             names, matrix, labels, min_positives=min_positives, source=path, elsewhere=elsewhere
         )
         self.files = files
+        self._header_paths = [record.with_name(record.name + ".hea") for record in files]
         self.statement_descriptions = {code: row.get("description", "") for code, row in statements.items()}
         super().__init__(
             path,
@@ -187,8 +188,7 @@ class PtbxlTarget(Target):
         return info
 
     def _iter_records(self) -> Iterator[RecordRead]:
-        for index, record in enumerate(self.files):
-            header_path = record.with_name(record.name + ".hea")
+        for index, header_path in enumerate(self._header_paths):
             try:
                 header = parse_header(header_path)
                 signal = read_wfdb_signal(header)
