@@ -191,6 +191,26 @@ def rank_tables() -> list[str]:
                     f"{rows['rank onnx (threads=1)']['records_per_s']:.1f}/s, ratio "
                     f"{result['ratios']['rank_onnx_threads_1_over_model_only']:.3f}."
                 )
+            large = result.get("large_target")
+            if large:
+                rows = large["configurations"]
+                lines.append(
+                    f"{model} on {large['records']} records: model-only ONNX Runtime "
+                    f"{rows['model-only onnxruntime']['records_per_s']:.1f}/s, rank ONNX "
+                    f"{rows['rank onnx']['records_per_s']:.1f}/s, ratio {large['rank_onnx_over_model_only']:.3f}."
+                )
+            for precision in ("bfloat16", "float16"):
+                key = f"rank_torchscript_{precision}_over_model_only"
+                if key in result["ratios"]:
+                    rows = result["configurations"]
+                    sixteen = rows[f"model-only torchscript-frozen ({precision})"]["records_per_s"]
+                    thirty_two = rows["model-only torchscript-frozen"]["records_per_s"]
+                    lines.append(
+                        f"`--precision {precision}`, {model}: model-only TorchScript frozen in {precision} "
+                        f"{sixteen:.1f}/s ({sixteen / thirty_two:.2f}x float32), "
+                        f"rank {rows[f'rank torchscript ({precision})']['records_per_s']:.1f}/s, ratio "
+                        f"{result['ratios'][key]:.3f}."
+                    )
             sweep = result["rank_batch_size_sweep"]
             sizes = ", ".join(f"{row['batch_size']}: {row['records_per_s']:.1f}" for row in sweep["sizes"])
             lines.append(f"rank batch-size sweep, {model} ({sweep['checkpoint']}), records/s: {sizes}.")
@@ -213,6 +233,16 @@ def rank_tables() -> list[str]:
                 f"| {result['speedup_best_rank_over_naive_best_rounds']:.2f}x "
                 f"| {result['max_rel_score_diff_rank_vs_naive']:.0e} |"
             )
+        for scenario, result in document["scenarios"].items():
+            for precision in ("bfloat16", "float16"):
+                if f"speedup_{precision}_over_naive" in result:
+                    seconds = result["configurations"][f"rank (torchscript, {precision})"]["median_s"]
+                    lines.append(
+                        f"\n`--precision {precision}`, {scenario}: rank {seconds:.2f} s, "
+                        f"{result[f'speedup_{precision}_over_naive']:.2f}x faster than the naive pipeline; MELEP "
+                        f"within {result[f'max_abs_score_diff_{precision}_vs_naive']:.0e} of its float32 scores "
+                        f"(ran in: {', '.join(f'{k} {v}' for k, v in result[f'{precision}_precisions'].items())})."
+                    )
     document = _load("rank-decode-once")
     if document:
         rows = document["configurations"]
