@@ -6,9 +6,11 @@ machine; absolute times are written beside the ratios for context only.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -174,3 +176,23 @@ NOISE_NOTE = (
     "Timings are noisy: the machine may be shared with other processes (see load_average_at_start). "
     "Compare ratios taken in the same run, not absolute times across runs."
 )
+
+
+def ptbxl_subset(count: int, directory: Path) -> Path:
+    """A PTB-XL tree holding the first `count` records of the shared PTB-XL (CSV rows kept, records100 linked).
+
+    The same records, in the same order, as `naive_baseline.ptbxl_target(PTBXL_DIR, count)`.
+    """
+    source = PTBXL_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / "scp_statements.csv", directory / "scp_statements.csv")
+    (directory / "records100").symlink_to(source / "records100")
+    with (source / "ptbxl_database.csv").open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        rows = [row for _, row in zip(range(count), reader)]
+    with (directory / "ptbxl_database.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return directory

@@ -20,12 +20,10 @@ HDF5 target (float32 and int16 files) and of `MelepAccumulator.compute()` the sa
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -290,20 +288,6 @@ print(json.dumps({"package": melep_cli.__file__, "records": records, "wall_s": w
 """
 
 
-def ptbxl_subset(count: int, directory: Path) -> Path:
-    """A PTB-XL tree of the first `count` rows of the shared PTB-XL database (records100 linked, not copied)."""
-    source = _common.PTBXL_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(source / "scp_statements.csv", directory / "scp_statements.csv")
-    (directory / "records100").symlink_to(source / "records100")
-    with (source / "ptbxl_database.csv").open(newline="") as handle:
-        reader = csv.reader(handle)
-        rows = [next(reader), *(row for _, row in zip(range(count), reader))]
-    with (directory / "ptbxl_database.csv").open("w", newline="") as handle:
-        csv.writer(handle).writerows(rows)
-    return directory
-
-
 def package_at(revision: str, directory: Path) -> Path:
     """melep_cli as it was at git `revision`, extracted into `directory` (to put on PYTHONPATH)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -485,7 +469,7 @@ def run(
                 print(f"  no reference revision {against} here ({error}): whole-pass and memory comparisons skipped")
         if reference is not None:
             trees = {"before": Path(reference), "after": _common.REPO_ROOT}
-            target = ptbxl_subset(count, workdir / "ptbxl")
+            target = _common.ptbxl_subset(count, workdir / "ptbxl")
             batch_rounds, passes = (2, 1) if quick else (4, 2)
             batches = time_batches(target, trees, batch_rounds, passes, workdir)
             payload["ptbxl_batches"] = batches

@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import functools
 import importlib
 import json
 import logging
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -149,26 +147,6 @@ SIXTEEN_BIT_MODELS = ("resnet101",)
 
 
 # ----- inputs and checkpoints ---------------------------------------------------------------------------------
-def ptbxl_subset(count: int, directory: Path) -> Path:
-    """A PTB-XL tree holding the first `count` records of the shared PTB-XL (CSV rows kept, records100 linked).
-
-    The same records, in the same order, as `naive_baseline.ptbxl_target(PTBXL_DIR, count)`.
-    """
-    source = _common.PTBXL_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(source / "scp_statements.csv", directory / "scp_statements.csv")
-    (directory / "records100").symlink_to(source / "records100")
-    with (source / "ptbxl_database.csv").open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader)
-        rows = [row for _, row in zip(range(count), reader)]
-    with (directory / "ptbxl_database.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return directory
-
-
 def export_paper_models(names: tuple[str, ...], directory: Path, quick: bool) -> dict[str, dict[str, Any]]:
     """The paper's models (BatchNorm calibrated on PTB-XL) as TorchScript and ONNX checkpoints, and the modules."""
     torch.set_num_threads(1)  # setup is not timed; one thread is never slow on a shared machine
@@ -330,7 +308,7 @@ def run_end_to_end(
         exported = export_paper_models(model_names, Path(scratch), quick)
         for name in model_names:
             count = records or counts[name]
-            target = ptbxl_subset(count, Path(scratch) / f"ptbxl-{name}")
+            target = _common.ptbxl_subset(count, Path(scratch) / f"ptbxl-{name}")
             print(f"{name}: {exported[name]['gflop_per_record']:.2f} GFLOP/record, {count} PTB-XL records")
             results[name] = _end_to_end_model(
                 exported[name],
@@ -344,7 +322,7 @@ def run_end_to_end(
             )
             large = LARGE_TARGETS.get(name) if device == "cpu" and not quick and records is None else None
             if large:
-                big = ptbxl_subset(large, Path(scratch) / f"ptbxl-{name}-{large}")
+                big = _common.ptbxl_subset(large, Path(scratch) / f"ptbxl-{name}-{large}")
                 print(f"{name}: the best format again on {large} PTB-XL records (open and load costs amortised)")
                 results[name]["large_target"] = _large_target(exported[name], big, large, batch_size, repeats)
     payload = {
@@ -544,7 +522,7 @@ def run_versus_naive(*, quick: bool = False, records: int | None = None, repeats
     scenarios: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="melep-bench-naive-") as scratch:
         exported = export_paper_models(names, Path(scratch), quick)
-        target = ptbxl_subset(count, Path(scratch) / "ptbxl")
+        target = _common.ptbxl_subset(count, Path(scratch) / "ptbxl")
         opened = melep_cli.open_target(target, labels=naive_baseline.SUPERCLASSES)
         if tuple(opened.label_names) != naive_baseline.SUPERCLASSES or not np.array_equal(opened.labels, labels):
             raise RuntimeError("melep's PTB-XL reader and the naive baseline disagree on records or labels")
@@ -697,7 +675,7 @@ def run_busy(*, quick: bool = False, repeats: int | None = None) -> dict[str, An
     load_during = None
     with tempfile.TemporaryDirectory(prefix="melep-bench-busy-") as scratch:
         exported = export_paper_models(tuple(sorted({name for name, _, _ in cases})), Path(scratch), quick)
-        targets = {count: ptbxl_subset(count, Path(scratch) / f"ptbxl-{count}") for _, _, count in cases}
+        targets = {count: _common.ptbxl_subset(count, Path(scratch) / f"ptbxl-{count}") for _, _, count in cases}
         for situation in results:
             hogs = []
             try:
