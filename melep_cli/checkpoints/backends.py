@@ -300,9 +300,8 @@ class TorchScriptBackend:
         if self._float32_module is None:
             self._float32_module, _ = self._load("float32")
         outputs = self._run(self._float32_module, "float32", inputs)
-        logger.warning(
-            "%s: cannot run in %s (%s); running in float32", self.path, self.precision, one_line(failure, limit=160)
-        )
+        reason = one_line(failure, limit=160).split(". ")[0]  # oneDNN appends a debugging hint after its message
+        logger.warning("%s: cannot run in %s (%s); running in float32", self.path, self.precision, reason)
         self.module, self.precision, self._float32_module = self._float32_module, "float32", None
         return outputs
 
