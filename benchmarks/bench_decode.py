@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -40,11 +38,9 @@ import numpy as np
 from melep_cli.errors import TargetError
 from melep_cli.targets.base import bad_record_reason
 from melep_cli.targets.challenge import (
-    DEFAULT_GAIN,
     Header,
-    SignalSpec,
-    _count,
-    _leading_number,
+    _parse_header_fields,
+    _split_header,
     parse_header,
     physical,
 )
@@ -54,69 +50,17 @@ from melep_cli.targets.wfdb_dir import read_wfdb_signal
 DECODE_REFERENCE = "956096e"
 
 
-# ----- the implementation before, copied verbatim (melep_cli/targets at DECODE_REFERENCE) ------------------------
+# ----- the implementation before (melep_cli/targets at DECODE_REFERENCE): copied where the decode work changed it -
 def old_parse_header(path: str | Path) -> Header:
+    """The parser before: a buffered text read, then the general parser, which the decode work left unchanged
+    (it is still the fallback of the fast path), so it is called rather than copied."""
     path = Path(path)
     try:
         text = path.read_text(encoding="latin-1")
     except OSError as error:
         raise TargetError(f"{path}: cannot read header ({error})") from None
-    lines = [line.strip() for line in text.splitlines()]
-    comments = tuple(line.lstrip("#").strip() for line in lines if line.startswith("#"))
-    fields = [line.split() for line in lines if line and not line.startswith("#")]
-    if not fields:
-        raise TargetError(f"{path}: empty header")
-    record = fields[0]
-    if "/" in record[0]:
-        raise TargetError(f"{path}: multi-segment records are not supported")
-    if len(record) < 2:
-        raise TargetError(f"{path}: record line {' '.join(record)!r} gives no number of signals")
-    record_name = record[0].rsplit(".", 1)[0] if record[0].endswith((".mat", ".dat")) else record[0]
-    n_signals = _count(record[1], "number of signals", path)
-    rate = _leading_number(record[2], "sampling frequency", path) if len(record) > 2 else 250.0
-    n_samples = _count(record[3], "number of samples", path) if len(record) > 3 else None
-    if rate <= 0:
-        raise TargetError(f"{path}: sampling frequency {rate:g} is not positive")
-    signal_lines = fields[1 : 1 + n_signals]
-    if len(signal_lines) < n_signals:
-        raise TargetError(f"{path}: header announces {n_signals} signals but has {len(signal_lines)} signal lines")
-    signals = tuple(_old_parse_signal_line(line, index, path) for index, line in enumerate(signal_lines))
-    return Header(path, record_name, n_signals, rate, n_samples, signals, comments)
-
-
-def _old_parse_signal_line(fields: list[str], index: int, path: Path) -> SignalSpec:
-    if len(fields) < 2:
-        raise TargetError(f"{path}: signal line {index + 1} {' '.join(fields)!r} has no format")
-    fmt_field = fields[1]
-    fmt = re.match(r"\d+", fmt_field)
-    if fmt is None:
-        raise TargetError(f"{path}: signal line {index + 1}: format {fmt_field!r} is not a number")
-    offset = re.search(r"\+(\d+)", fmt_field)
-    gain, baseline, units = DEFAULT_GAIN, None, "mV"
-    if len(fields) > 2:
-        match = re.fullmatch(r"([+-]?[\d.eE+-]+)(?:\(([+-]?\d+)\))?(?:/(\S+))?", fields[2])
-        if match is None:
-            raise TargetError(f"{path}: signal line {index + 1}: gain {fields[2]!r} is not understood")
-        try:
-            gain = float(match.group(1)) or DEFAULT_GAIN
-        except ValueError:
-            raise TargetError(f"{path}: signal line {index + 1}: gain {fields[2]!r} is not a number") from None
-        if not math.isfinite(gain):
-            raise TargetError(f"{path}: signal line {index + 1}: gain {fields[2]!r} is out of range")
-        baseline = float(match.group(2)) if match.group(2) is not None else None
-        units = match.group(3) or "mV"
-    adc_zero = float(_leading_number(fields[4], "ADC zero", path)) if len(fields) > 4 else 0.0
-    name = " ".join(fields[8:]) if len(fields) > 8 else f"lead{index}"
-    return SignalSpec(
-        file_name=fields[0],
-        fmt=fmt.group(0),
-        byte_offset=int(offset.group(1)) if offset else 0,
-        gain=gain,
-        baseline=adc_zero if baseline is None else baseline,
-        units=units,
-        name=name,
-        plain_format16=re.fullmatch(r"16(\+\d+)?", fmt_field) is not None,
-    )
+    fields, comments = _split_header(text)
+    return _parse_header_fields(path, fields, comments)
 
 
 def old_physical(adu: np.ndarray, header: Header) -> np.ndarray:
