@@ -26,6 +26,7 @@ import bench_backends
 import bench_decode
 import bench_metric
 import bench_rank
+import bench_startup
 import naive_baseline
 
 #: The metric implementation before optimisation: full runs time it in the same rounds, when git can show it.
@@ -66,6 +67,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "torchscript-warmup": lambda quick: bench_rank.run_torchscript_warmup(quick=quick),
     "rank-busy": lambda quick: bench_rank.run_busy(quick=quick),
     "decode": lambda quick: bench_decode.run(quick=quick, against=_decode_reference()),
+    "startup": lambda quick: bench_startup.run(quick=quick),
 }
 
 
@@ -312,6 +314,23 @@ def rank_tables() -> list[str]:
                     f"| {situation} | {case} | {result['records_per_rank']} | {default['median_s']:.1f} s "
                     f"| {single['median_s']:.1f} s | {result['speedup_threads_1']:.2f}x |"
                 )
+    document = _load("startup")
+    if document:
+        lines += [
+            "",
+            "Start-up of the `melep` command (fresh processes, wall time) against the same command after importing "
+            f"{', '.join(bench_startup.EAGER_IMPORTS)} first (what melep imported at module level before), "
+            f"round-robin, median of {document['repeats']}:",
+            "",
+            "| command | lazy imports | eager baseline | speed-up | saved |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for command, result in document["commands"].items():
+            rows = result["configurations"]
+            lines.append(
+                f"| {command} | {rows['lazy imports']['median_s']:.2f} s | {rows['eager baseline']['median_s']:.2f} s "
+                f"| {result['speedup']:.2f}x | {result['seconds_saved']:.2f} s |"
+            )
     return lines
 
 

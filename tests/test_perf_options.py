@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +133,19 @@ def test_onnx_threads_stop_spinning_when_models_share_the_cores(monkeypatch: pyt
     rank([ONNX], TARGET, device="cpu")
     rank([ONNX, TORCHSCRIPT], TARGET, device="cpu")
     assert seen == [False, True, True]
+
+
+def test_start_up_leaves_the_slow_optional_imports_until_a_record_needs_them() -> None:
+    """scipy.io (.mat records), scipy.signal (resampling) and wfdb (unusual WFDB formats) take about 0.7 s to
+    import together; ranking an HDF5 target at its own rate needs none of them, and every melep call is a new
+    process. Checked in a fresh interpreter: the CLI ranks the sample target, then lists what it imported."""
+    script = (
+        "import sys, contextlib, io\n"
+        "from melep_cli.cli import run\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    code = run(['rank', '-c', {str(ONNX)!r}, '-t', {str(TARGET)!r}, '-f', 'json', '-q'])\n"
+        "print(code, *sorted(name for name in ('scipy.io', 'scipy.signal', 'wfdb') if name in sys.modules))\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert finished.stdout.split() == ["0"], f"imported without need: {finished.stdout.split()[1:]}"

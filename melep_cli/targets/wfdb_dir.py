@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import wfdb
 
 from melep_cli.errors import TargetError
 from melep_cli.targets.base import (
@@ -53,6 +52,8 @@ def read_wfdb_signal(header: Header) -> np.ndarray:
     _check_signal_files(header, files)
     if all(name.endswith(".mat") for name in files):
         raise TargetError(f"{header.path}: signals spread over several .mat files")
+    import wfdb  # imported here: wfdb brings pandas (0.2 s), and PTB-XL-style records never need it
+
     record_path = header.path.with_suffix("")
     try:
         record = wfdb.rdrecord(str(record_path), physical=True)
