@@ -27,6 +27,8 @@ from melep_cli.checkpoints.checkpoint import Checkpoint
 from melep_cli.cli import run
 from melep_cli.rank import rank
 
+rank_module = importlib.import_module("melep_cli.rank")  # the module: melep_cli.rank is also the function
+
 torch = pytest.importorskip("torch")
 onnxruntime = pytest.importorskip("onnxruntime")
 
@@ -206,8 +208,11 @@ def test_out_of_memory_during_rank_halves_the_batch_once_and_scores_the_same(
 
 # ----- 100,000 records: signals streamed, only the n x Z outputs kept ------------------------------
 def test_ranking_100k_records_keeps_memory_far_below_the_signals(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The decode thread may hold PREFETCH_BYTES (128 MiB) ahead: a smaller budget here, so that a target of a
+    # size a test can afford still tells streaming from keeping the signals.
+    monkeypatch.setattr(rank_module, "PREFETCH_BYTES", 16 * 2**20)
     n, samples, leads = 100_000, 100, 12
     path = tmp_path / "big.h5"
     pattern = (np.sin(np.linspace(0, 6, samples))[None, :, None] * 1000 + np.arange(leads)).astype(np.int16)
@@ -237,7 +242,7 @@ def test_ranking_100k_records_keeps_memory_far_below_the_signals(
     assert code == 0
     assert document["target"]["records"] == n
     assert document["results"][0]["status"] == "ok"
-    # Measured about 40 MiB: batches in flight, the 100k record ids, the n x Z outputs and their metric.
+    # Measured about 35 MiB: the decode budget, batches in flight, the record ids, the n x Z outputs, the metric.
     assert peak < whole_float32 / 5, f"peak {peak / 2**20:.0f} MiB while ranking {whole_float32 / 2**20:.0f} MiB"
 
 
