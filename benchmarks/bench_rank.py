@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,10 +85,12 @@ def instrumented() -> Iterator[dict[str, dict[str, float]]]:
     """Count calls and seconds of rank's stages while the block runs: {stage: {"calls", "seconds", "items"}}.
 
     decode: the WFDB/PTB-XL readers' per-record read (in the decode thread, overlapped with the rest);
-    prepare: melep_cli.preprocess.prepare as rank calls it; forward: Checkpoint.predict (checks
+    prepare: melep_cli.preprocess.prepare as rank calls it (on its preparing threads, ahead of the
+    forward passes, or inline; seconds summed over threads); forward: Checkpoint.predict (checks
     included); metric: MelepAccumulator.update and compute. Wrapping costs about a microsecond a call.
     """
     stats = {stage: {"calls": 0, "seconds": 0.0, "items": 0} for stage in ("decode", "prepare", "forward", "metric")}
+    lock = threading.Lock()  # stages run on several threads (decode, prepare)
 
     def timed(stage: str, function: Callable[..., Any], count: Callable[[Any], int] | None = None) -> Callable:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -95,10 +98,12 @@ def instrumented() -> Iterator[dict[str, dict[str, float]]]:
             try:
                 return function(*args, **kwargs)
             finally:
-                entry = stats[stage]
-                entry["seconds"] += time.perf_counter() - start
-                entry["calls"] += 1
-                entry["items"] += count(args) if count else 1
+                elapsed = time.perf_counter() - start
+                with lock:
+                    entry = stats[stage]
+                    entry["seconds"] += elapsed
+                    entry["calls"] += 1
+                    entry["items"] += count(args) if count else 1
 
         return wrapper
 

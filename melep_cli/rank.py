@@ -1,8 +1,9 @@
 """`melep rank`: score every candidate checkpoint on one target, best (lowest MELEP) first.
 
-Orchestration only. The target is decoded once: each batch goes to every checkpoint still
-running, checkpoints whose input specs are equal share one prepared array, and each
-checkpoint's outputs feed its own MELEP accumulator. One checkpoint that fails (load, shape,
+Orchestration only. The target is decoded once, in a background thread: each batch goes to every
+checkpoint still running, checkpoints whose input specs are equal share one prepared array
+(prepared ahead on a small thread pool while the models run), and each checkpoint's outputs feed
+its own MELEP accumulator. One checkpoint that fails (load, shape,
 non-finite outputs) becomes an error row; the others finish.
 """
 
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import importlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +26,12 @@ from typing import Any
 import numpy as np
 
 from melep_cli.checkpoints import Checkpoint, discover_checkpoints, load_checkpoint, unique_names
-from melep_cli.checkpoints.backends import check_threads
+from melep_cli.checkpoints.backends import check_threads, cpu_threads
 from melep_cli.checkpoints.checkpoint import default_batch_size
 from melep_cli.checkpoints.devices import parse_precision
 from melep_cli.errors import CheckpointError, MelepError, TargetError, UsageError
 from melep_cli.metric import MelepAccumulator, MelepResult, Weighting
-from melep_cli.preprocess import InputSpec, prepare
+from melep_cli.preprocess import InputSpec, prepare, resampling_factors
 from melep_cli.targets import Batch, Target, open_target
 from melep_cli.targets.base import describe_skips
 
@@ -155,14 +159,24 @@ def rank(
             outcomes.append(outcome)
             if loaded is not None:
                 running.append(_Running(loaded, outcome, weighting, source_weighted, opened.label_names))
-        for batch in batches:
+        # Inputs are prepared ahead once every spec is known: after loading, or after the first batch when a
+        # checkpoint's layout is found by probing it on that batch.
+        specs_for = functools.partial(_specs_for, running)
+        workers = prepare_workers(threads)
+        probing = any(item.checkpoint.needs_probe for item in running)
+        if not probing:
+            batches.prepare_ahead(specs_for, workers)
+        for batch, ahead in batches:
             labels = np.asarray(batch.labels, dtype=np.uint8)
             positives += labels.sum(axis=0, dtype=np.int64)
             records += labels.shape[0]
-            prepared: dict[InputSpec, np.ndarray] = {}
+            prepared: dict[InputSpec, np.ndarray | Future[np.ndarray]] = dict(ahead)
             for item in running:
                 if item.outcome.status == "ok":
                     item.feed(batch, labels, prepared, batch_size)
+            if probing:
+                batches.prepare_ahead(specs_for, workers)
+                probing = False
             if progress is not None:
                 progress(records, total)
 
@@ -221,19 +235,36 @@ class _Running:
             source_names=checkpoint.labels,
         )
 
+    def input_spec(self, batch: Batch) -> InputSpec | None:
+        """The input this checkpoint takes for `batch`; None while that is unknown (layout not probed) or it failed."""
+        if self.outcome.status != "ok" or self.checkpoint.needs_probe:
+            return None
+        try:
+            return self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=_longest(batch))
+        except Exception:  # called ahead, from the decode thread: feed() meets the same error and reports it
+            return None
+
     def feed(
-        self, batch: Batch, labels: np.ndarray, prepared: dict[InputSpec, np.ndarray], batch_size: int | None
+        self,
+        batch: Batch,
+        labels: np.ndarray,
+        prepared: dict[InputSpec, np.ndarray | Future[np.ndarray]],
+        batch_size: int | None,
     ) -> None:
+        """Run one batch through this checkpoint; `prepared` holds the inputs (or their futures) by spec, shared."""
         started = time.perf_counter()
         try:
-            length = max(len(signal) for signal in batch.signals)
+            length = _longest(batch)
             spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=length)
             if self.checkpoint.needs_probe:  # once, on the first batch: the spec is NCT until then
                 example = prepare(batch.signals[:1], batch.sampling_rate, batch.leads, spec)
                 self.checkpoint.probe_layout(example)
                 spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=length)
             inputs = prepared.get(spec)
-            if inputs is None:
+            if isinstance(inputs, Future):  # prepared ahead: its error, if any, is raised here, for this checkpoint
+                inputs = inputs.result()
+                prepared[spec] = inputs
+            if inputs is None:  # a spec nobody knew in time (a probed layout): prepared here
                 inputs = prepare(batch.signals, batch.sampling_rate, batch.leads, spec)
                 prepared[spec] = inputs
             outputs = self.checkpoint.predict(inputs, batch_size=batch_size)
@@ -380,24 +411,115 @@ def _batch_bytes(batch: Batch) -> int:
     return int(signals.nbytes) if isinstance(signals, np.ndarray) else sum(int(signal.nbytes) for signal in signals)
 
 
-class _Prefetch:
-    """Decode the next batches in a background thread, from construction on, while models load and run.
+def _longest(batch: Batch) -> int:
+    """Samples of the batch's longest record (what its input spec is computed from)."""
+    signals = batch.signals
+    return int(signals.shape[1]) if isinstance(signals, np.ndarray) else max(len(signal) for signal in signals)
 
-    The thread runs ahead by up to `budget` bytes of signals (and always by `depth` batches): memory stays
-    bounded however large the target, and decoding fills the time the cores are not busy (loading, waits).
-    Iterate once; `close()` (also on an exception: use contextlib.closing) stops the thread.
+
+def _specs_for(running: Sequence[_Running], batch: Batch) -> set[InputSpec]:
+    """The distinct inputs the checkpoints still running take for `batch` (those known before they run)."""
+    specs = {item.input_spec(batch) for item in running}
+    specs.discard(None)
+    return specs  # type: ignore[return-value]
+
+
+def _prepared_bytes(batch: Batch, spec: InputSpec) -> int:
+    """About what `prepare(batch, spec)` returns, in bytes: enough to bound how far preparation runs ahead."""
+    samples = spec.samples
+    if samples is None:
+        samples = _longest(batch)
+        if spec.sampling_rate is not None:
+            up, down = resampling_factors(batch.sampling_rate, spec.sampling_rate)
+            samples = math.ceil(samples * up / down)
+    return len(batch) * len(spec.leads) * samples * np.dtype(spec.dtype).itemsize
+
+
+#: Threads that prepare model inputs (resampling, normalisation, layout) ahead of the forward passes, at most.
+#: Preparing is numpy/scipy work that releases the GIL: two threads prepare twice as fast as one on 2 cores.
+PREPARE_WORKERS = 4
+
+#: Prepared inputs held ahead of the forward passes, in bytes (the next batch is always prepared ahead).
+PREPARE_AHEAD_BYTES = 64 * 2**20
+
+
+def prepare_workers(threads: int | None) -> int:
+    """Threads preparing inputs ahead: as many as the forward passes may use (`--threads`), at most PREPARE_WORKERS."""
+    return max(1, min(threads or cpu_threads(), PREPARE_WORKERS))
+
+
+SpecsFor = Callable[[Batch], Iterable[InputSpec]]
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One item the decode thread handed over: a batch (with its inputs being prepared), the end, or an error."""
+
+    kind: str  # "batch" | "done" | "error"
+    value: Any = None
+    size: int = 0  # bytes of decoded signals
+    prepared: dict[InputSpec, Future[np.ndarray]] | None = None  # None: not planned yet
+    prepared_size: int = 0
+
+
+class _Prefetch:
+    """Decode the next batches in a background thread, from construction on, while models load and run; once told
+    the input specs (`prepare_ahead`), also prepare the next batches' model inputs on a small thread pool.
+
+    The thread runs ahead by up to `budget` bytes of signals (and always by `depth` batches), the preparation by up
+    to `prepare_budget` bytes of inputs (and always by one batch): memory stays bounded however large the target,
+    and the work fills the time the cores are not busy (loading, waits, a GPU's forward passes). Iterate once, for
+    (batch, {spec: future of its prepared inputs}); `close()` (also on an exception: use contextlib.closing) stops
+    the thread and the pool.
     """
 
-    def __init__(self, batches: Iterable[Batch], budget: int | None = None, depth: int = 2) -> None:
+    def __init__(
+        self,
+        batches: Iterable[Batch],
+        budget: int | None = None,
+        depth: int = 2,
+        prepare_budget: int | None = None,
+    ) -> None:
         self._batches = batches
         self._budget = PREFETCH_BYTES if budget is None else budget
         self._depth = depth
-        self._pending: collections.deque[tuple[str, Any, int]] = collections.deque()
+        self._prepare_budget = PREPARE_AHEAD_BYTES if prepare_budget is None else prepare_budget
+        self._pending: collections.deque[_Pending] = collections.deque()
         self._held = 0
+        self._prepared_held = 0
+        self._specs_for: SpecsFor | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._produce, name="melep-decode", daemon=True)
         self._worker.start()
+
+    def prepare_ahead(self, specs_for: SpecsFor, workers: int) -> None:
+        """From now on, prepare each batch's inputs for the specs `specs_for(batch)` on `workers` threads, ahead."""
+        with self._changed:
+            if self._stop.is_set() or self._pool is not None:
+                return
+            self._specs_for = specs_for
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="melep-prepare")
+            self._plan()
+
+    def _plan(self) -> None:
+        """Start preparing the next planned-for batches, in order, while within the budget (lock held)."""
+        if self._pool is None or self._specs_for is None or self._stop.is_set():
+            return
+        for item in self._pending:
+            if item.kind != "batch":
+                return
+            if item.prepared is not None:
+                continue
+            batch: Batch = item.value
+            specs = list(self._specs_for(batch))
+            size = sum(_prepared_bytes(batch, spec) for spec in specs)
+            if self._prepared_held and self._prepared_held + size > self._prepare_budget:
+                return
+            item.prepared = {spec: self._pool.submit(_prepare_batch, batch, spec) for spec in specs}
+            item.prepared_size = size
+            self._prepared_held += size
 
     def _room_for(self, size: int) -> bool:
         return len(self._pending) < self._depth or self._held + size <= self._budget
@@ -411,36 +533,49 @@ class _Prefetch:
                         self._changed.wait(timeout=0.1)
                     if self._stop.is_set():
                         return
-                    self._pending.append(("batch", batch, size))
+                    self._pending.append(_Pending("batch", batch, size))
                     self._held += size
+                    self._plan()
                     self._changed.notify_all()
-            item: tuple[str, Any, int] = ("done", None, 0)
+            item = _Pending("done")
         except BaseException as error:  # handed to the consumer, raised there
-            item = ("error", error, 0)
+            item = _Pending("error", error)
         with self._changed:
             self._pending.append(item)
             self._changed.notify_all()
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[tuple[Batch, dict[InputSpec, Future[np.ndarray]]]]:
         while True:
             with self._changed:
                 while not self._pending:
                     self._changed.wait()
-                kind, value, size = self._pending.popleft()
-                self._held -= size
+                item = self._pending.popleft()
+                self._held -= item.size
+                self._prepared_held -= item.prepared_size
+                self._plan()
                 self._changed.notify_all()
-            if kind == "batch":
-                yield value
-            elif kind == "error":
-                raise value
+            if item.kind == "batch":
+                yield item.value, item.prepared or {}
+            elif item.kind == "error":
+                raise item.value
             else:
                 return
 
     def close(self) -> None:
-        """Stop the decode thread and drop what it decoded ahead."""
+        """Stop the decode thread and the preparing threads; drop what they did ahead."""
         self._stop.set()
         with self._changed:
+            for item in self._pending:
+                for future in (item.prepared or {}).values():
+                    future.cancel()
             self._pending.clear()
-            self._held = 0
+            self._held = self._prepared_held = 0
             self._changed.notify_all()
         self._worker.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _prepare_batch(batch: Batch, spec: InputSpec) -> np.ndarray:
+    """`prepare` for one batch and spec, on a preparing thread (looked up at call time: benchmarks wrap it)."""
+    return prepare(batch.signals, batch.sampling_rate, batch.leads, spec)

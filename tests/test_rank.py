@@ -219,7 +219,7 @@ def test_decoding_runs_ahead_within_its_memory_budget() -> None:
             time.sleep(0.01)
         time.sleep(0.2)  # would it decode more than the budget allows?
         assert len(produced) == expected_ahead, (budget, produced)  # nothing consumed yet: it waits
-        consumed = [len(batch) for batch in prefetch]
+        consumed = [len(batch) for batch, _ in prefetch]
         assert consumed == produced and sum(consumed) == len(target)
         prefetch.close()
     names = [thread.name for thread in threading.enumerate()]
@@ -233,7 +233,97 @@ def test_closing_early_stops_the_decode_thread() -> None:
 
     target = open_target(SAMPLE / "ptbxl_target.h5")
     prefetch = _Prefetch(target.batches(8), budget=1)
-    first = next(iter(prefetch))
+    first, _ = next(iter(prefetch))
     assert len(first) == 8
     prefetch.close()
     assert "melep-decode" not in [thread.name for thread in threading.enumerate()]
+
+
+def test_inputs_are_prepared_ahead_within_their_budget_and_equal_preparing_inline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+    import threading
+    import time
+
+    from melep_cli.preprocess import STANDARD_LEADS, InputSpec
+    from melep_cli.rank import _Prefetch
+
+    rank_module = importlib.import_module("melep_cli.rank")  # melep_cli.rank is also the function
+
+    target = open_target(TARGET)
+    specs = [
+        InputSpec(100, 1000, STANDARD_LEADS, "NCT", "zscore", "float32"),
+        InputSpec(250, None, STANDARD_LEADS[:6], "NTC", "none", "float64"),
+    ]
+    per_batch = 32 * 12 * 1000 * 4 + 32 * 6 * 2500 * 8  # bytes of both prepared inputs of a full batch
+    calls: list[InputSpec] = []
+    original = rank_module.prepare
+
+    def counted(signals, sampling_rate, leads, spec):
+        calls.append(spec)
+        return original(signals, sampling_rate, leads, spec)
+
+    monkeypatch.setattr(rank_module, "prepare", counted)
+    prefetch = _Prefetch(target.batches(32), budget=1 << 40, prepare_budget=int(2.5 * per_batch))
+    prefetch.prepare_ahead(lambda batch: specs, workers=2)
+    deadline = time.monotonic() + 30
+    while len(calls) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # would it prepare more than the budget allows?
+    assert len(calls) == 4  # two batches ahead, both specs each; nothing consumed yet
+    batches = 0
+    for batch, prepared in prefetch:
+        assert set(prepared) == set(specs)
+        for spec in specs:
+            inline = original(batch.signals, batch.sampling_rate, batch.leads, spec)
+            np.testing.assert_array_equal(prepared[spec].result(), inline)
+        batches += 1
+    assert len(calls) == batches * len(specs)  # each batch prepared once per spec, by the pool
+    prefetch.close()
+    assert not [thread.name for thread in threading.enumerate() if thread.name.startswith("melep-")]
+
+
+def test_rank_scores_do_not_depend_on_preparing_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from melep_cli.rank import _Prefetch
+
+    rank_module = importlib.import_module("melep_cli.rank")
+    pooled: list[int] = []
+    original = rank_module._prepare_batch
+
+    def counted(batch, spec):
+        pooled.append(len(batch))
+        return original(batch, spec)
+
+    # The CinC records are at 500 Hz: every sample checkpoint's input is resampled, in several specs; batches of 4.
+    monkeypatch.setattr(rank_module, "_prepare_batch", counted)
+    ahead = rank([CHECKPOINTS], CINC, min_positives=2, batch_size=4)
+    assert sum(pooled) >= len(ahead.outcomes) // 2 * ahead.target.records  # most inputs came from the pool
+    monkeypatch.setattr(_Prefetch, "prepare_ahead", lambda self, specs_for, workers: None)
+    inline = rank([CHECKPOINTS], CINC, min_positives=2, batch_size=4)
+    assert [o.name for o in ahead.outcomes] == [o.name for o in inline.outcomes]
+    for first, second in zip(ahead.outcomes, inline.outcomes):
+        assert first.status == second.status == "ok", (first.error, second.error)
+        assert first.melep == second.melep
+        np.testing.assert_array_equal(first.result.per_label, second.result.per_label)
+
+
+def test_a_checkpoint_wanting_a_lead_the_target_lacks_fails_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(CHECKPOINTS, folder)
+    leads = "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V7"
+    assert run(["annotate", str(folder / "ptbxl_superclass_resnet1d.onnx"), "--leads", leads, "-q"]) == 0
+    capsys.readouterr()
+    code, document, err = _rank_json(capsys, "-c", str(folder), "-t", str(TARGET))
+    assert code == 1
+    failed = [entry for entry in document["results"] if entry["status"] != "ok"]
+    assert [entry["checkpoint"] for entry in failed] == ["ptbxl_superclass_resnet1d"]
+    assert "no lead 'V7'" in failed[0]["error"]
+    assert (
+        len([entry for entry in document["results"] if entry["status"] == "ok"]) == len(list(CHECKPOINTS.iterdir())) - 1
+    )
+    assert "V7" in err
