@@ -179,14 +179,17 @@ NOISE_NOTE = (
 
 
 def ptbxl_subset(count: int, directory: Path) -> Path:
-    """A PTB-XL tree holding the first `count` records of the shared PTB-XL (CSV rows kept, records100 linked).
+    """A PTB-XL tree holding the first `count` records of the shared PTB-XL (CSV rows kept, records100 and
+    records500 linked: the first 500 rows have 500 Hz files too).
 
     The same records, in the same order, as `naive_baseline.ptbxl_target(PTBXL_DIR, count)`.
     """
     source = PTBXL_DIR
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copy(source / "scp_statements.csv", directory / "scp_statements.csv")
-    (directory / "records100").symlink_to(source / "records100")
+    for records in ("records100", "records500"):
+        if (source / records).is_dir():
+            (directory / records).symlink_to(source / records)
     with (source / "ptbxl_database.csv").open(newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader)

@@ -914,6 +914,114 @@ def run_decode_once(*, quick: bool = False, repeats: int | None = None) -> dict[
     return payload
 
 
+# ----- preparing inputs ahead: this checkout against the revision before ---------------------------------------
+#: The revision before model inputs were prepared ahead on a thread pool (what `rank-prepare` compares with).
+PREPARE_REFERENCE = "8174fcd"
+
+_RANK_CHILD = """
+import json, logging, sys, time
+import melep_cli
+logging.getLogger("melep").setLevel(logging.ERROR)
+checkpoints, target, options, passes = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+melep_cli.rank(checkpoints, target, **options)  # warm-up: imports, file cache
+seconds = []
+for _ in range(passes):
+    start = time.perf_counter()
+    report = melep_cli.rank(checkpoints, target, **options)
+    seconds.append(time.perf_counter() - start)
+print(json.dumps({"package": melep_cli.__file__, "seconds": seconds, "records": report.target.records,
+                  "scores": {o.name: o.melep for o in report.outcomes}, "failed": [o.error for o in report.failed]}))
+"""
+
+
+def _rank_child(tree: Path, checkpoints: list[Path], target: Path, options: dict[str, Any], passes: int) -> dict:
+    """`passes` timed in-process ranks (after one warm-up) in a fresh interpreter importing melep_cli from `tree`."""
+    arguments = [json.dumps([str(path) for path in checkpoints]), str(target), json.dumps(options), str(passes)]
+    completed = subprocess.run(
+        [sys.executable, "-c", _RANK_CHILD, *arguments],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd=tree,
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"rank child failed:\n{completed.stderr}")
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    if not Path(result["package"]).resolve().is_relative_to(tree.resolve()):
+        raise RuntimeError(f"child imported {result['package']}, not the package under {tree}")
+    if result["failed"]:
+        raise RuntimeError(f"rank failed in the child: {result['failed']}")
+    return result
+
+
+def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, rounds: int | None = None) -> dict:
+    """rank with inputs prepared ahead on a thread pool against `against` (prepared between forward passes on the
+    main thread), alternating child processes, in the same run: where preprocessing weighs, and where it does not."""
+    import bench_decode  # package_at: melep_cli at a git revision
+
+    if not (CINC_DIR.is_dir() and _common.PTBXL_DIR.is_dir()):
+        print(f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}: skipping")
+        return {"skipped": f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}"}
+    rounds = rounds or (1 if quick else 4)
+    passes = 1 if quick else 2
+    machine = _common.machine_description()
+    scenarios: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="melep-bench-prepare-") as scratch:
+        directory = Path(scratch)
+        trees = {"before": bench_decode.package_at(against, directory / "before"), "after": _common.REPO_ROOT}
+        small = export_small_checkpoints(directory, DECODE_ONCE_SPECS[:4] if quick else DECODE_ONCE_SPECS)
+        bilstm = export_paper_models(("bilstm",), directory, quick)["bilstm"]["onnx"]
+        high_rate = _common.ptbxl_subset(64 if quick else 500, directory / "ptbxl500")
+        low_rate = _common.ptbxl_subset(QUICK_RECORDS["bilstm"] if quick else 1024, directory / "ptbxl100")
+        plans = {
+            f"{len(small)} small CNNs (4 input specs), CinC 2021 at 500 Hz": (small, CINC_DIR, {"device": "cpu"}),
+            "Bi-LSTM (100 Hz input), PTB-XL at 500 Hz": (
+                [bilstm],
+                high_rate,
+                {"device": "cpu", "sampling_rate": 500},
+            ),
+            "Bi-LSTM (100 Hz input), PTB-XL at 100 Hz": ([bilstm], low_rate, {"device": "cpu"}),
+        }
+        for label, (checkpoints, target, options) in plans.items():
+            seconds: dict[str, list[float]] = {name: [] for name in trees}
+            scores: dict[str, dict[str, float]] = {}
+            records = 0
+            for round_index in range(rounds):
+                for name in list(trees) if round_index % 2 == 0 else list(trees)[::-1]:
+                    result = _rank_child(trees[name], checkpoints, target, options, passes)
+                    seconds[name] += result["seconds"]
+                    scores[name], records = result["scores"], result["records"]
+            before, after = statistics.median(seconds["before"]), statistics.median(seconds["after"])
+            difference = max(abs(scores["before"][name] - scores["after"][name]) for name in scores["after"])
+            scenarios[label] = {
+                "checkpoints": len(checkpoints),
+                "records": records,
+                "before": summary(seconds["before"], records),
+                "after": summary(seconds["after"], records),
+                "speedup": before / after,
+                "max_abs_score_difference": difference,
+            }
+            print(
+                f"  {label}: before {before:.2f} s, after {after:.2f} s: {before / after:.2f}x "
+                f"(scores differ by {difference:.0e})"
+            )
+            if difference > 1e-12:
+                raise AssertionError(f"{label}: scores differ by {difference} between the two revisions")
+    payload = {
+        "what": "melep_cli.rank in-process (one warm-up, then timed passes) in child processes alternating this "
+        "checkout and melep_cli at the reference revision, where inputs were prepared on the main thread",
+        "reference_revision": against,
+        "quick": quick,
+        "note": _common.NOISE_NOTE,
+        "load_average_at_end": list(os.getloadavg()),
+        "machine": machine,
+        "scenarios": scenarios,
+    }
+    path = _common.write_results("rank-prepare" + ("-quick" if quick else ""), payload)
+    print(f"wrote {path}")
+    return payload
+
+
 # ----- step 6: peak memory against the number of records ------------------------------------------------------
 def write_hdf5_target(path: Path, count: int, samples: int = MEMORY_SAMPLES, leads: int = 12) -> Path:
     """A FORMATS.md HDF5 target of `count` synthetic records (int16, gzip chunks of 1000 records, 100 Hz)."""
@@ -1094,6 +1202,7 @@ BENCHMARKS = {
     "memory": lambda quick: run_memory(quick=quick),
     "torchscript-warmup": lambda quick: run_torchscript_warmup(quick=quick),
     "busy": lambda quick: run_busy(quick=quick),
+    "prepare-ahead": lambda quick: run_prepare_ahead(quick=quick),
 }
 
 

@@ -54,6 +54,15 @@ def _decode_reference() -> str | None:
     return reference if _has_revision(reference, "melep_cli/targets/wfdb_dir.py") else None
 
 
+def _rank_prepare(quick: bool) -> dict[str, Any]:
+    """bench_rank.run_prepare_ahead against its reference revision; skipped where this checkout lacks it."""
+    reference = bench_rank.PREPARE_REFERENCE
+    if not _has_revision(reference, "melep_cli/rank.py"):
+        print(f"git revision {reference} is not in this checkout: skipping")
+        return {"skipped": f"git revision {reference} (the reference) is not in this checkout"}
+    return bench_rank.run_prepare_ahead(quick=quick, against=reference)
+
+
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "metric": lambda quick: bench_metric.run(quick=quick, against=_metric_reference(quick)),
     "backends-cpu": lambda quick: bench_backends.run(device="cpu", quick=quick),
@@ -66,6 +75,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "rank-memory": lambda quick: bench_rank.run_memory(quick=quick),
     "torchscript-warmup": lambda quick: bench_rank.run_torchscript_warmup(quick=quick),
     "rank-busy": lambda quick: bench_rank.run_busy(quick=quick),
+    "rank-prepare": _rank_prepare,
     "decode": lambda quick: bench_decode.run(quick=quick, against=_decode_reference()),
     "startup": lambda quick: bench_startup.run(quick=quick),
 }
@@ -259,6 +269,22 @@ def rank_tables() -> list[str]:
             f"{separate['median_s']:.2f} s); one rank is {document['speedup_one_rank_over_separate_ranks']:.2f}x "
             "faster.",
         ]
+    document = _load("rank-prepare")
+    if document and "scenarios" in document:
+        lines += [
+            "",
+            "Model inputs prepared ahead on a thread pool against the revision before "
+            f"({document['reference_revision']}: prepared on the main thread between forward passes); in-process "
+            "ranks in child processes alternating the two, same run; medians:",
+            "",
+            "| scenario | records | before | after | speed-up | scores differ by |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for label, row in document["scenarios"].items():
+            lines.append(
+                f"| {label} | {row['records']} | {row['before']['median_s']:.2f} s | {row['after']['median_s']:.2f} s "
+                f"| {row['speedup']:.2f}x | {row['max_abs_score_difference']:.0e} |"
+            )
     document = _load("rank-memory")
     if document:
         lines += [
