@@ -120,8 +120,9 @@ def rank(
     `batch_size`: records per forward pass; None: each checkpoint's default for its device
     (`default_batch_size`: 32 on the CPU, 256 on CUDA), and the target is decoded in batches of
     the largest of them.
-    `threads`: CPU threads of each forward pass (ONNX Runtime and torch intra-op threads); None:
-    the cores available to the process. On a machine busy with other work, 1 is often much faster.
+    `threads`: CPU threads of each forward pass (ONNX Runtime and torch intra-op threads), and of the
+    pool preparing inputs ahead (at most PREPARE_WORKERS); None: the cores available to the process.
+    On a machine busy with other work, 1 is often much faster.
     `precision`: float32 (exact), or bfloat16/float16 to run TorchScript checkpoints in 16-bit
     arithmetic where the device is fast at it (each result says what it ran in).
     Raises UsageError/TargetError for problems that stop the whole run; a checkpoint's own
