@@ -3,8 +3,8 @@
 Orchestration only. The target is decoded once, in a background thread: each batch goes to every
 checkpoint still running, checkpoints whose input specs are equal share one prepared array
 (prepared ahead on a small thread pool while the models run), and each checkpoint's outputs feed
-its own MELEP accumulator. One checkpoint that fails (load, shape,
-non-finite outputs) becomes an error row; the others finish.
+its own MELEP accumulator. One checkpoint that fails (load, shape, non-finite outputs) becomes an
+error row; the others finish.
 """
 
 from __future__ import annotations
