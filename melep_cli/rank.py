@@ -440,8 +440,9 @@ def _prepared_bytes(batch: Batch, spec: InputSpec) -> int:
 #: Preparing is numpy/scipy work that releases the GIL: two threads prepare twice as fast as one on 2 cores.
 PREPARE_WORKERS = 4
 
-#: Prepared inputs held ahead of the forward passes, in bytes (the next batch is always prepared ahead).
-PREPARE_AHEAD_BYTES = 64 * 2**20
+#: Prepared inputs held ahead of the forward passes, in bytes, beyond one batch per preparing thread (always
+#: allowed, so every thread has work): being a few batches ahead is enough to keep the forward passes fed.
+PREPARE_AHEAD_BYTES = 16 * 2**20
 
 
 def prepare_workers(threads: int | None) -> int:
@@ -467,11 +468,11 @@ class _Prefetch:
     """Decode the next batches in a background thread, from construction on, while models load and run; once told
     the input specs (`prepare_ahead`), also prepare the next batches' model inputs on a small thread pool.
 
-    The thread runs ahead by up to `budget` bytes of signals (and always by `depth` batches), the preparation by up
-    to `prepare_budget` bytes of inputs (and always by one batch): memory stays bounded however large the target,
-    and the work fills the time the cores are not busy (loading, waits, a GPU's forward passes). Iterate once, for
-    (batch, {spec: future of its prepared inputs}); `close()` (also on an exception: use contextlib.closing) stops
-    the thread and the pool.
+    The thread runs ahead by up to `budget` bytes of signals (and always by `depth` batches), the preparation by
+    up to `prepare_budget` bytes of inputs (and always by one batch per worker): memory stays bounded however large
+    the target, and the work fills the time the cores are not busy (loading, waits, a GPU's forward passes).
+    Iterate once, for (batch, {spec: future of its prepared inputs}); `close()` (also on an exception: use
+    contextlib.closing) stops the thread and the pool.
     """
 
     def __init__(
@@ -490,6 +491,7 @@ class _Prefetch:
         self._prepared_held = 0
         self._specs_for: SpecsFor | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._workers = 0
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._produce, name="melep-decode", daemon=True)
@@ -501,6 +503,7 @@ class _Prefetch:
             if self._stop.is_set() or self._pool is not None:
                 return
             self._specs_for = specs_for
+            self._workers = workers
             self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="melep-prepare")
             self._plan()
 
@@ -508,16 +511,19 @@ class _Prefetch:
         """Start preparing the next planned-for batches, in order, while within the budget (lock held)."""
         if self._pool is None or self._specs_for is None or self._stop.is_set():
             return
+        planned = 0
         for item in self._pending:
             if item.kind != "batch":
                 return
             if item.prepared is not None:
+                planned += 1
                 continue
             batch: Batch = item.value
             specs = list(self._specs_for(batch))
             size = sum(_prepared_bytes(batch, spec) for spec in specs)
-            if self._prepared_held and self._prepared_held + size > self._prepare_budget:
+            if planned >= self._workers and self._prepared_held + size > self._prepare_budget:
                 return
+            planned += 1
             item.prepared = {spec: self._pool.submit(_prepare_batch, batch, spec) for spec in specs}
             item.prepared_size = size
             self._prepared_held += size

@@ -239,8 +239,12 @@ def test_closing_early_stops_the_decode_thread() -> None:
     assert "melep-decode" not in [thread.name for thread in threading.enumerate()]
 
 
+@pytest.mark.parametrize(
+    ("workers", "budget_batches", "expected_ahead"),
+    [(1, 2.5, 2), (2, 2.5, 2), (3, 0, 3), (1, 0, 1)],  # one batch per worker always; beyond that, the byte budget
+)
 def test_inputs_are_prepared_ahead_within_their_budget_and_equal_preparing_inline(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, workers: int, budget_batches: float, expected_ahead: int
 ) -> None:
     import importlib
     import threading
@@ -250,7 +254,6 @@ def test_inputs_are_prepared_ahead_within_their_budget_and_equal_preparing_inlin
     from melep_cli.rank import _Prefetch
 
     rank_module = importlib.import_module("melep_cli.rank")  # melep_cli.rank is also the function
-
     target = open_target(TARGET)
     specs = [
         InputSpec(100, 1000, STANDARD_LEADS, "NCT", "zscore", "float32"),
@@ -265,13 +268,13 @@ def test_inputs_are_prepared_ahead_within_their_budget_and_equal_preparing_inlin
         return original(signals, sampling_rate, leads, spec)
 
     monkeypatch.setattr(rank_module, "prepare", counted)
-    prefetch = _Prefetch(target.batches(32), budget=1 << 40, prepare_budget=int(2.5 * per_batch))
-    prefetch.prepare_ahead(lambda batch: specs, workers=2)
+    prefetch = _Prefetch(target.batches(32), budget=1 << 40, prepare_budget=int(budget_batches * per_batch))
+    prefetch.prepare_ahead(lambda batch: specs, workers=workers)
     deadline = time.monotonic() + 30
-    while len(calls) < 4 and time.monotonic() < deadline:
+    while len(calls) < expected_ahead * len(specs) and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)  # would it prepare more than the budget allows?
-    assert len(calls) == 4  # two batches ahead, both specs each; nothing consumed yet
+    assert len(calls) == expected_ahead * len(specs)  # nothing consumed yet
     batches = 0
     for batch, prepared in prefetch:
         assert set(prepared) == set(specs)
