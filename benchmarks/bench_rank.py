@@ -1,6 +1,7 @@
 """`melep rank` end to end: against the model-only forward pass, the naive pipeline, K checkpoints, memory.
 
-Four benchmarks (issue 7, steps 2, 3, 4 and 6), each a `run_*` function registered in run_all.py:
+The `melep rank` benchmarks (issue 7, steps 2, 3, 4 and 6, and what changed since), each a `run_*` function
+registered in run_all.py:
 
 - `rank-cpu` / `rank-cuda` (`run_end_to_end`): `melep_cli.rank(...)` in-process on the paper's
   1-D ResNet-101 and Bi-LSTM (exported as TorchScript and ONNX checkpoints) over real PTB-XL
@@ -18,8 +19,11 @@ Four benchmarks (issue 7, steps 2, 3, 4 and 6), each a `run_*` function register
   rank over eight checkpoints against eight ranks of one.
 - `rank-memory` (`run_memory`): peak RSS of a fresh process ranking HDF5 targets of 10^3, 10^4 and
   10^5 records (generated: int16, gzip chunks, 500 samples x 12 leads), MB and MB per record.
+- `rank-prepare` (`run_prepare_ahead`): rank with inputs prepared ahead on a thread pool against the
+  revision before (prepared on the main thread), in alternating child processes, where preprocessing
+  weighs (several input specs, 500 Hz records) and where it does not.
 
-    python benchmarks/bench_rank.py --only end-to-end          # or versus-naive, decode-once, memory
+    python benchmarks/bench_rank.py --only end-to-end          # or versus-naive, decode-once, memory, prepare-ahead
     python benchmarks/bench_rank.py --quick                    # smoke-sized, all four
 
 Writes benchmarks/results/rank-<device>.json, rank-vs-naive.json, rank-decode-once.json,

@@ -195,6 +195,17 @@ def rank_tables() -> list[str]:
             )
         lines.append("")
         for model, result in document["models"].items():
+            rows = result["configurations"]
+            if "rank_over_best_cold_model_only" in result["ratios"]:
+                cold_ts = rows["model-only torchscript-frozen (cold)"]["records_per_s"]
+                lines.append(
+                    f"From a cold start, {model}: model-only with the session created (TorchScript loaded and "
+                    f"frozen) inside the timing, TorchScript {cold_ts:.1f}/s, "
+                    f"ONNX Runtime {rows['model-only onnxruntime (cold)']['records_per_s']:.1f}/s; rank / best cold "
+                    f"model-only {result['ratios']['rank_over_best_cold_model_only']:.3f} (TorchScript "
+                    f"{result['ratios']['rank_torchscript_over_cold_model_only']:.3f}, ONNX "
+                    f"{result['ratios']['rank_onnx_over_cold_model_only']:.3f})."
+                )
             if "rank onnx (threads=1)" in result["configurations"]:
                 rows = result["configurations"]
                 lines.append(
