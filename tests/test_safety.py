@@ -150,7 +150,8 @@ def test_sigint_during_the_forward_pass_exits_130_and_leaves_no_output(tmp_path:
 
 
 def test_an_interrupted_rank_stops_its_decode_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The decode thread is a daemon (never blocks exit) and is stopped when the pass is interrupted."""
+    """The decode thread is a daemon (never blocks exit); it and the preparing threads are stopped when the pass is
+    interrupted."""
     rank_module = importlib.import_module("melep_cli.rank")  # `melep_cli.rank` is also the function
 
     threads: list[threading.Thread] = []
@@ -173,9 +174,10 @@ def test_an_interrupted_rank_stops_its_decode_thread(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(Checkpoint, "predict", interrupted)
     with pytest.raises(KeyboardInterrupt):
         rank([GOOD_ONNX], TARGET, device="cpu", batch_size=8)
-    assert [thread.name for thread in threads] == ["melep-decode"]
-    assert threads[0].daemon
-    assert not threads[0].is_alive()
+    names = [thread.name for thread in threads]
+    assert names[0] == "melep-decode" and threads[0].daemon
+    assert len(names) > 1 and all(name.startswith("melep-prepare") for name in names[1:]), names
+    assert not [thread.name for thread in threads if thread.is_alive()]
 
 
 # ----- out of memory: halve the batch and go on ---------------------------------------------------
