@@ -12,9 +12,10 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,35 @@ def ptbxl_subset(count: int, directory: Path) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return directory
+
+
+def package_at(revision: str, directory: Path) -> Path:
+    """melep_cli as it was at git `revision`, extracted into `directory` (to put on PYTHONPATH)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", revision, "melep_cli"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory
+
+
+def run_child(
+    code: str, tree: Path, arguments: Sequence[str], workdir: Path, *, limit_threads: bool = True
+) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter importing melep_cli from `tree`; its last stdout line as JSON.
+
+    `limit_threads`: OMP_NUM_THREADS=1 (decoding benchmarks); False leaves the threads to the child (whole ranks).
+    A result naming the `package` it imported must have imported the one under `tree`.
+    """
+    environment = {**os.environ, "PYTHONPATH": str(tree)}
+    if limit_threads:
+        environment["OMP_NUM_THREADS"] = "1"
+    completed = subprocess.run(
+        [sys.executable, "-c", code, *arguments], cwd=workdir, env=environment, capture_output=True, text=True
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"child process failed:\n{completed.stderr}")
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    if "package" in result and not Path(result["package"]).resolve().is_relative_to(tree.resolve()):
+        raise RuntimeError(f"child imported {result['package']}, not the package under {tree}")
+    return result

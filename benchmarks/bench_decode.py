@@ -20,11 +20,8 @@ HDF5 target (float32 and int16 files) and of `MelepAccumulator.compute()` the sa
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -232,30 +229,6 @@ print(json.dumps({"package": melep_cli.__file__, "records": records, "wall_s": w
 """
 
 
-def package_at(revision: str, directory: Path) -> Path:
-    """melep_cli as it was at git `revision`, extracted into `directory` (to put on PYTHONPATH)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(
-        ["git", "-C", str(_common.REPO_ROOT), "archive", revision, "melep_cli"], capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
-    return directory
-
-
-def run_child(code: str, tree: Path, arguments: Sequence[str], workdir: Path) -> dict[str, Any]:
-    """Run `code` in a fresh interpreter importing melep_cli from `tree`; its last stdout line as JSON."""
-    environment = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [sys.executable, "-c", code, *arguments], cwd=workdir, env=environment, capture_output=True, text=True
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"child process failed:\n{completed.stderr}")
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    if "package" in result and not Path(result["package"]).resolve().is_relative_to(tree.resolve()):
-        raise RuntimeError(f"child imported {result['package']}, not the package under {tree}")
-    return result
-
-
 def time_batches(target: Path, trees: dict[str, Path], rounds: int, passes: int, workdir: Path) -> dict[str, Any]:
     """Whole `batches(32)` passes, before and after alternating by child process; per-record wall and CPU."""
     wall: dict[str, list[float]] = {name: [] for name in trees}
@@ -264,7 +237,7 @@ def time_batches(target: Path, trees: dict[str, Path], rounds: int, passes: int,
     names = list(trees)
     for round_index in range(rounds):
         for name in names if round_index % 2 == 0 else names[::-1]:
-            result = run_child(_BATCHES_CHILD, trees[name], [str(target), str(passes)], workdir)
+            result = _common.run_child(_BATCHES_CHILD, trees[name], [str(target), str(passes)], workdir)
             wall[name] += result["wall_s"]
             cpu[name] += result["cpu_s"]
             records = result["records"]
@@ -322,7 +295,7 @@ def hdf5_memory(trees: dict[str, Path], count: int, workdir: Path) -> list[dict[
             "signal_bytes_float32": count * 1000 * 12 * 4,
         }
         for name, tree in trees.items():
-            row[f"{name}_peak_bytes"] = run_child(_HDF5_CHILD, tree, [str(path), "32"], workdir)["peak_bytes"]
+            row[f"{name}_peak_bytes"] = _common.run_child(_HDF5_CHILD, tree, [str(path), "32"], workdir)["peak_bytes"]
         row["peak_ratio"] = row["before_peak_bytes"] / row["after_peak_bytes"]
         rows.append(row)
     return rows
@@ -408,7 +381,7 @@ def run(
         reference = against_path
         if reference is None and against:
             try:
-                reference = package_at(against, workdir / "reference")
+                reference = _common.package_at(against, workdir / "reference")
             except (subprocess.CalledProcessError, FileNotFoundError) as error:
                 print(f"  no reference revision {against} here ({error}): whole-pass and memory comparisons skipped")
         if reference is not None:

@@ -83,6 +83,20 @@ MEMORY_SIZES = ((1_000, MEMORY_SAMPLES), (10_000, MEMORY_SAMPLES), (100_000, MEM
 SOURCE_LABELS = 100  # Z of the decode-once and memory checkpoints
 
 
+def _finish_results(name: str, payload: dict[str, Any], *, quick: bool, note: str = "") -> dict[str, Any]:
+    """`payload` with the run's context (quick, the noise note and `note`, the load average at the end), written to
+    results/<name>.json (<name>-quick.json for quick runs); returned."""
+    payload = {
+        **payload,
+        "quick": quick,
+        "note": _common.NOISE_NOTE + note,
+        "load_average_at_end": list(os.getloadavg()),
+    }
+    path = _common.write_results(name + ("-quick" if quick else ""), payload)
+    print(f"wrote {path}")
+    return payload
+
+
 # ----- where the time goes inside rank ------------------------------------------------------------------------
 @contextlib.contextmanager
 def instrumented() -> Iterator[dict[str, dict[str, float]]]:
@@ -190,6 +204,37 @@ def prepared_batches(target: Path, batch_size: int) -> list[np.ndarray]:
     return [prepare(batch.signals, batch.sampling_rate, batch.leads, spec) for batch in opened.batches(batch_size)]
 
 
+def _onnx_session(path: Path, provider: str, threads: int | None) -> Any:
+    """An ONNX Runtime session set up as bench_backends' best (all optimisations, sequential, intra-op threads)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or _common.physical_cores()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=[provider])
+
+
+def _run_onnx(session: Any, batches: list[np.ndarray]) -> None:
+    name = session.get_inputs()[0].name
+    for batch in batches:
+        session.run(None, {name: batch})
+
+
+def _run_frozen(module: Any, batches: list[np.ndarray], target: torch.device) -> None:
+    """Forward passes of a frozen TorchScript module over `batches` (pinned host memory on CUDA)."""
+    with torch.inference_mode():
+        for batch in batches:
+            tensor = torch.from_numpy(batch)
+            if target.type == "cuda":
+                tensor = tensor.pin_memory().to(target, non_blocking=True)
+            module(tensor).cpu().numpy()
+
+
+def _load_frozen(files: dict[str, Any], target: torch.device) -> Any:
+    return torch.jit.freeze(torch.jit.load(str(files["ts"]), map_location=target).eval())
+
+
 def model_only_runners(
     files: dict[str, Any], device: str, formats: tuple[str, ...] = ("ts", "onnx"), threads: int | None = None
 ) -> dict[str, Callable[[list[np.ndarray]], None]]:
@@ -203,36 +248,22 @@ def model_only_runners(
     target = torch.device("cuda:0" if device == "cuda" else "cpu")
     runners: dict[str, Callable[[list[np.ndarray]], None]] = {}
     if "ts" in formats:
-        frozen = torch.jit.freeze(torch.jit.load(str(files["ts"]), map_location=target).eval())
+        frozen = _load_frozen(files, target)
 
         def run_torchscript(batches: list[np.ndarray]) -> None:
             before = torch.get_num_threads()
             torch.set_num_threads(threads or before)
             try:
-                with torch.inference_mode():
-                    for batch in batches:
-                        tensor = torch.from_numpy(batch)
-                        if target.type == "cuda":
-                            tensor = tensor.pin_memory().to(target, non_blocking=True)
-                        frozen(tensor).cpu().numpy()
+                _run_frozen(frozen, batches, target)
             finally:
                 torch.set_num_threads(before)
 
         runners["model-only torchscript-frozen" + suffix] = run_torchscript
     provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
     if "onnx" in formats and provider in ort.get_available_providers():
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or _common.physical_cores()
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(files["onnx"]), options, providers=[provider])
-        name = session.get_inputs()[0].name
-
-        def run_onnx(batches: list[np.ndarray]) -> None:
-            for batch in batches:
-                session.run(None, {name: batch})
-
-        runners["model-only onnxruntime" + suffix] = run_onnx
+        runners["model-only onnxruntime" + suffix] = functools.partial(
+            _run_onnx, _onnx_session(files["onnx"], provider, threads)
+        )
     return runners
 
 
@@ -246,27 +277,16 @@ def cold_model_only_runners(files: dict[str, Any], device: str) -> dict[str, Cal
     runners: dict[str, Callable[[list[np.ndarray]], None]] = {}
 
     def run_torchscript(batches: list[np.ndarray]) -> None:
-        frozen = torch.jit.freeze(torch.jit.load(str(files["ts"]), map_location=target).eval())
-        with torch.inference_mode(), torch.jit.optimized_execution(target.type == "cuda"):
-            for batch in batches:
-                tensor = torch.from_numpy(batch)
-                if target.type == "cuda":
-                    tensor = tensor.pin_memory().to(target, non_blocking=True)
-                frozen(tensor).cpu().numpy()
+        frozen = _load_frozen(files, target)  # loaded and frozen as rank does, outside the executor setting
+        with torch.jit.optimized_execution(target.type == "cuda"):
+            _run_frozen(frozen, batches, target)
 
     runners["model-only torchscript-frozen (cold)"] = run_torchscript
     provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
     if provider in ort.get_available_providers():
 
         def run_onnx(batches: list[np.ndarray]) -> None:
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.intra_op_num_threads = _common.physical_cores()
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(files["onnx"]), options, providers=[provider])
-            name = session.get_inputs()[0].name
-            for batch in batches:
-                session.run(None, {name: batch})
+            _run_onnx(_onnx_session(files["onnx"], provider, None), batches)
 
         runners["model-only onnxruntime (cold)"] = run_onnx
     return runners
@@ -375,16 +395,11 @@ def run_end_to_end(
         "input": f"PTB-XL 100 Hz records from {_common.PTBXL_DIR} (the first N rows of ptbxl_database.csv)",
         "what": "melep_cli.rank(...) in-process (checkpoint load, target open, decode, preprocess, forward, metric) "
         "vs the model-only forward pass of prepared batches, timed round-robin in the same run",
-        "quick": quick,
-        "note": _common.NOISE_NOTE,
-        "load_average_at_end": list(os.getloadavg()),
         "machine": machine,
         "models": results,
         "step1_reference": _step1_reference(device),
     }
-    path = _common.write_results(f"rank-{device}" + ("-quick" if quick else ""), payload)
-    print(f"wrote {path}")
-    return payload
+    return _finish_results(f"rank-{device}", payload, quick=quick)
 
 
 def _large_target(files: dict[str, Any], target: Path, count: int, batch_size: int, repeats: int) -> dict[str, Any]:
@@ -592,15 +607,10 @@ def run_versus_naive(*, quick: bool = False, records: int | None = None, repeats
         "same records and labels, timed round-robin; speed-up = naive median / rank median",
         "records": count,
         "torch_threads": torch.get_num_threads(),
-        "quick": quick,
-        "note": _common.NOISE_NOTE,
-        "load_average_at_end": list(os.getloadavg()),
         "machine": machine,
         "scenarios": scenarios,
     }
-    path = _common.write_results("rank-vs-naive" + ("-quick" if quick else ""), payload)
-    print(f"wrote {path}")
-    return payload
+    return _finish_results("rank-vs-naive", payload, quick=quick)
 
 
 def _versus_naive_scenario(
@@ -772,14 +782,10 @@ def run_busy(*, quick: bool = False, repeats: int | None = None) -> dict[str, An
         "multi-threaded torch; wall time, round-robin",
         "load_processes": cores,
         "load_average_during": load_during,
-        "quick": quick,
-        "note": _common.NOISE_NOTE,
         "machine": machine,
         "situations": results,
     }
-    path = _common.write_results("rank-busy" + ("-quick" if quick else ""), payload)
-    print(f"wrote {path}")
-    return payload
+    return _finish_results("rank-busy", payload, quick=quick)
 
 
 # ----- TorchScript's profiling executor on a small target ----------------------------------------------------
@@ -838,14 +844,10 @@ def run_torchscript_warmup(*, quick: bool = False, trials: int | None = None, ca
         "what": "frozen TorchScript (torch.jit.freeze) on the CPU, fresh module per trial: time of the first calls "
         "and of later ones with the graph executor's optimisation (profiling) on (torch's default) and off "
         "(torch.jit.optimized_execution(False), what melep uses on the CPU)",
-        "quick": quick,
-        "note": _common.NOISE_NOTE,
         "machine": machine,
         "models": results,
     }
-    path = _common.write_results("torchscript-warmup" + ("-quick" if quick else ""), payload)
-    print(f"wrote {path}")
-    return payload
+    return _finish_results("torchscript-warmup", payload, quick=quick)
 
 
 # ----- step 4: eight checkpoints, one decode -----------------------------------------------------------------
@@ -953,15 +955,10 @@ def run_decode_once(*, quick: bool = False, repeats: int | None = None) -> dict[
     payload = {
         "what": "melep_cli.rank over K small checkpoints (four input specs) on a WFDB directory: the reader's "
         "per-record function counted and timed (decode), against one rank per checkpoint",
-        "quick": quick,
-        "note": _common.NOISE_NOTE,
-        "load_average_at_end": list(os.getloadavg()),
         "machine": machine,
         **result,
     }
-    path = _common.write_results("rank-decode-once" + ("-quick" if quick else ""), payload)
-    print(f"wrote {path}")
-    return payload
+    return _finish_results("rank-decode-once", payload, quick=quick)
 
 
 # ----- preparing inputs ahead: this checkout against the revision before ---------------------------------------
@@ -987,18 +984,7 @@ print(json.dumps({"package": melep_cli.__file__, "seconds": seconds, "records": 
 def _rank_child(tree: Path, checkpoints: list[Path], target: Path, options: dict[str, Any], passes: int) -> dict:
     """`passes` timed in-process ranks (after one warm-up) in a fresh interpreter importing melep_cli from `tree`."""
     arguments = [json.dumps([str(path) for path in checkpoints]), str(target), json.dumps(options), str(passes)]
-    completed = subprocess.run(
-        [sys.executable, "-c", _RANK_CHILD, *arguments],
-        env={**os.environ, "PYTHONPATH": str(tree)},
-        cwd=tree,
-        capture_output=True,
-        text=True,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"rank child failed:\n{completed.stderr}")
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    if not Path(result["package"]).resolve().is_relative_to(tree.resolve()):
-        raise RuntimeError(f"child imported {result['package']}, not the package under {tree}")
+    result = _common.run_child(_RANK_CHILD, tree, arguments, tree, limit_threads=False)
     if result["failed"]:
         raise RuntimeError(f"rank failed in the child: {result['failed']}")
     return result
@@ -1007,8 +993,6 @@ def _rank_child(tree: Path, checkpoints: list[Path], target: Path, options: dict
 def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, rounds: int | None = None) -> dict:
     """rank with inputs prepared ahead on a thread pool against `against` (prepared between forward passes on the
     main thread), alternating child processes, in the same run: where preprocessing weighs, and where it does not."""
-    import bench_decode  # package_at: melep_cli at a git revision
-
     if not (CINC_DIR.is_dir() and _common.PTBXL_DIR.is_dir()):
         print(f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}: skipping")
         return {"skipped": f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}"}
@@ -1018,7 +1002,7 @@ def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, 
     scenarios: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="melep-bench-prepare-") as scratch:
         directory = Path(scratch)
-        trees = {"before": bench_decode.package_at(against, directory / "before"), "after": _common.REPO_ROOT}
+        trees = {"before": _common.package_at(against, directory / "before"), "after": _common.REPO_ROOT}
         small = export_small_checkpoints(directory, DECODE_ONCE_SPECS[:4] if quick else DECODE_ONCE_SPECS)
         bilstm = export_paper_models(("bilstm",), directory, quick)["bilstm"]["onnx"]
         high_rate = _common.ptbxl_subset(64 if quick else 500, directory / "ptbxl500")
@@ -1061,15 +1045,10 @@ def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, 
         "what": "melep_cli.rank in-process (one warm-up, then timed passes) in child processes alternating this "
         "checkout and melep_cli at the reference revision, where inputs were prepared on the main thread",
         "reference_revision": against,
-        "quick": quick,
-        "note": _common.NOISE_NOTE,
-        "load_average_at_end": list(os.getloadavg()),
         "machine": machine,
         "scenarios": scenarios,
     }
-    path = _common.write_results("rank-prepare" + ("-quick" if quick else ""), payload)
-    print(f"wrote {path}")
-    return payload
+    return _finish_results("rank-prepare", payload, quick=quick)
 
 
 # ----- step 6: peak memory against the number of records ------------------------------------------------------
@@ -1218,7 +1197,6 @@ def run_memory(*, quick: bool = False, sizes: tuple[tuple[int, int], ...] | None
         "what": "peak RSS (VmHWM, reset after imports) of a fresh process running melep_cli.rank on HDF5 targets; "
         "records x 12 leads int16 (gzip chunks of 1000 records), a SmallCnn TorchScript checkpoint fed whole "
         f"records, Z = {SOURCE_LABELS}, batch size {batch_size}",
-        "quick": quick,
         "batch_size": batch_size,
         "samples": rows[0]["samples"],
         "source_labels": SOURCE_LABELS,
@@ -1236,13 +1214,15 @@ def run_memory(*, quick: bool = False, sizes: tuple[tuple[int, int], ...] | None
             }
             for row in longer
         ],
-        "note": _common.NOISE_NOTE + " Peak RSS includes memory the C allocator keeps after numpy frees it.",
         "machine": machine,
         "sizes": rows,
     }
-    path = _common.write_results("rank-memory" + ("-quick" if quick else ""), payload)
-    print(f"wrote {path}")
-    return payload
+    return _finish_results(
+        "rank-memory",
+        payload,
+        quick=quick,
+        note=" Peak RSS includes memory the C allocator keeps after numpy frees it.",
+    )
 
 
 BENCHMARKS = {
