@@ -330,3 +330,78 @@ def test_a_checkpoint_wanting_a_lead_the_target_lacks_fails_alone(
         len([entry for entry in document["results"] if entry["status"] == "ok"]) == len(list(CHECKPOINTS.iterdir())) - 1
     )
     assert "V7" in err
+
+
+def test_onnx_checkpoints_load_while_the_target_opens_and_torchscript_ones_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first (ONNX) checkpoint is loading before open_target returns; TorchScript ones, which hold the GIL while
+    loading, start once the target is open; the outcomes are those of a run left alone."""
+    import importlib
+    import threading
+
+    rank_module = importlib.import_module("melep_cli.rank")
+    onnx_loading, target_open = threading.Event(), threading.Event()
+    started: list[tuple[str, bool]] = []
+    original_load, original_open = rank_module._load, rank_module.open_target
+
+    def load(path, name, **options):
+        started.append((path.suffix, target_open.is_set()))
+        if path.suffix == ".onnx":
+            onnx_loading.set()
+        return original_load(path, name, **options)
+
+    def open_target_after_loading_started(path, **options):
+        assert onnx_loading.wait(timeout=30), "no ONNX checkpoint started loading while the target opened"
+        opened = original_open(path, **options)
+        target_open.set()
+        return opened
+
+    monkeypatch.setattr(rank_module, "_load", load)
+    monkeypatch.setattr(rank_module, "open_target", open_target_after_loading_started)
+    overlapped = rank([CHECKPOINTS], TARGET)
+    assert started[0] == (".onnx", False)
+    torchscript = [opened for suffix, opened in started if suffix in (".ts", ".pt")]
+    assert len(torchscript) == 3 and all(torchscript), started
+    monkeypatch.undo()
+    sequential = rank([CHECKPOINTS], TARGET)
+    assert [(o.name, o.status, o.melep) for o in overlapped.outcomes] == [
+        (o.name, o.status, o.melep) for o in sequential.outcomes
+    ]
+
+
+def test_a_bad_target_is_reported_without_waiting_for_a_checkpoint_to_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib
+    import threading
+
+    from melep_cli import TargetError
+
+    rank_module = importlib.import_module("melep_cli.rank")
+    release, loads = threading.Event(), []
+    original = rank_module._load
+
+    def slow_load(path, name, **options):  # a model that takes long to load
+        loads.append(name)
+        release.wait(timeout=60)
+        return original(path, name, **options)
+
+    monkeypatch.setattr(rank_module, "_load", slow_load)
+    try:
+        with pytest.raises(TargetError, match=r"missing\.h5"):
+            rank([CHECKPOINTS], tmp_path / "missing.h5")
+        assert not release.is_set()  # raised while the first load was still under way
+    finally:
+        release.set()
+    for thread in threading.enumerate():
+        if thread.name == "melep-load":
+            thread.join(timeout=60)
+    assert len(loads) == 1  # the loads not started were dropped
+
+
+def test_an_option_no_checkpoint_can_take_stops_the_run_from_the_loading_thread(tmp_path: Path) -> None:
+    from melep_cli import UsageError
+
+    with pytest.raises(UsageError, match="--device"):
+        rank([CHECKPOINTS], TARGET, device="tpu")

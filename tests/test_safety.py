@@ -149,9 +149,9 @@ def test_sigint_during_the_forward_pass_exits_130_and_leaves_no_output(tmp_path:
     assert list(output.parent.iterdir()) == [], "neither the output file nor a temporary file may remain"
 
 
-def test_an_interrupted_rank_stops_its_decode_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The decode thread is a daemon (never blocks exit); it and the preparing threads are stopped when the pass is
-    interrupted."""
+def test_an_interrupted_rank_stops_its_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loading and decode threads are daemons (never block exit); they and the preparing threads are stopped
+    when the pass is interrupted."""
     rank_module = importlib.import_module("melep_cli.rank")  # `melep_cli.rank` is also the function
 
     threads: list[threading.Thread] = []
@@ -175,8 +175,8 @@ def test_an_interrupted_rank_stops_its_decode_thread(monkeypatch: pytest.MonkeyP
     with pytest.raises(KeyboardInterrupt):
         rank([GOOD_ONNX], TARGET, device="cpu", batch_size=8)
     names = [thread.name for thread in threads]
-    assert names[0] == "melep-decode" and threads[0].daemon
-    assert len(names) > 1 and all(name.startswith("melep-prepare") for name in names[1:]), names
+    assert names[:2] == ["melep-load", "melep-decode"] and threads[0].daemon and threads[1].daemon, names
+    assert len(names) > 2 and all(name.startswith("melep-prepare") for name in names[2:]), names
     assert not [thread.name for thread in threads if thread.is_alive()]
 
 
