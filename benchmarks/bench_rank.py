@@ -22,9 +22,12 @@ registered in run_all.py:
 - `rank-prepare` (`run_prepare_ahead`): rank with inputs prepared ahead on a thread pool against the
   revision before (prepared on the main thread), in alternating child processes, where preprocessing
   weighs (several input specs, 500 Hz records) and where it does not.
+- `rank-load` (`run_load_overlap`): rank with the checkpoints loading on a background thread while the
+  target opens against the revision before (target opened, then checkpoints loaded), the same way: the
+  time until the first forward pass, and in all.
 
-    python benchmarks/bench_rank.py --only end-to-end          # or versus-naive, decode-once, memory, prepare-ahead
-    python benchmarks/bench_rank.py --quick                    # smoke-sized, all four
+    python benchmarks/bench_rank.py --only end-to-end  # or versus-naive, decode-once, memory, prepare-ahead, ...
+    python benchmarks/bench_rank.py --quick            # smoke-sized, all of them
 
 Writes benchmarks/results/rank-<device>.json, rank-vs-naive.json, rank-decode-once.json,
 rank-memory.json (with `-quick` before .json for --quick).
@@ -968,16 +971,26 @@ PREPARE_REFERENCE = "8174fcd"
 _RANK_CHILD = """
 import json, logging, sys, time
 import melep_cli
+import melep_cli.checkpoints.checkpoint as checkpoint_module
 logging.getLogger("melep").setLevel(logging.ERROR)
 checkpoints, target, options, passes = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+first_forward, predict = [], checkpoint_module.Checkpoint.predict
+def timed_predict(self, *args, **kwargs):
+    if not first_forward:
+        first_forward.append(time.perf_counter())
+    return predict(self, *args, **kwargs)
+checkpoint_module.Checkpoint.predict = timed_predict
 melep_cli.rank(checkpoints, target, **options)  # warm-up: imports, file cache
-seconds = []
+seconds, until_first_forward = [], []
 for _ in range(passes):
+    first_forward.clear()
     start = time.perf_counter()
     report = melep_cli.rank(checkpoints, target, **options)
     seconds.append(time.perf_counter() - start)
-print(json.dumps({"package": melep_cli.__file__, "seconds": seconds, "records": report.target.records,
-                  "scores": {o.name: o.melep for o in report.outcomes}, "failed": [o.error for o in report.failed]}))
+    until_first_forward.append(first_forward[0] - start)
+print(json.dumps({"package": melep_cli.__file__, "seconds": seconds, "first_forward": until_first_forward,
+                  "records": report.target.records, "scores": {o.name: o.melep for o in report.outcomes},
+                  "failed": [o.error for o in report.failed]}))
 """
 
 
@@ -990,16 +1003,55 @@ def _rank_child(tree: Path, checkpoints: list[Path], target: Path, options: dict
     return result
 
 
+Plans = dict[str, tuple[list[Path], Path, dict[str, Any]]]
+
+
+def _alternate_revisions(trees: dict[str, Path], plans: Plans, rounds: int, passes: int) -> dict[str, dict[str, Any]]:
+    """Each plan (checkpoints, target, rank options) ranked in child processes alternating the `trees` ("before",
+    "after"), `passes` timed ranks each, `rounds` rounds; medians, speed-up, time until the first forward pass, and a
+    check that both give the same scores."""
+    scenarios: dict[str, dict[str, Any]] = {}
+    for label, (checkpoints, target, options) in plans.items():
+        seconds: dict[str, list[float]] = {name: [] for name in trees}
+        first_forward: dict[str, list[float]] = {name: [] for name in trees}
+        scores: dict[str, dict[str, float]] = {}
+        records = 0
+        for round_index in range(rounds):
+            for name in list(trees) if round_index % 2 == 0 else list(trees)[::-1]:
+                result = _rank_child(trees[name], checkpoints, target, options, passes)
+                seconds[name] += result["seconds"]
+                first_forward[name] += result["first_forward"]
+                scores[name], records = result["scores"], result["records"]
+        before, after = statistics.median(seconds["before"]), statistics.median(seconds["after"])
+        difference = max(abs(scores["before"][name] - scores["after"][name]) for name in scores["after"])
+        scenarios[label] = {
+            "checkpoints": len(checkpoints),
+            "records": records,
+            "before": summary(seconds["before"], records),
+            "after": summary(seconds["after"], records),
+            "speedup": before / after,
+            "first_forward_before_s": statistics.median(first_forward["before"]),
+            "first_forward_after_s": statistics.median(first_forward["after"]),
+            "max_abs_score_difference": difference,
+        }
+        row = scenarios[label]
+        print(
+            f"  {label}: before {before:.2f} s, after {after:.2f} s: {before / after:.2f}x; first forward pass at "
+            f"{row['first_forward_before_s']:.2f} s / {row['first_forward_after_s']:.2f} s "
+            f"(scores differ by {difference:.0e})"
+        )
+        if difference > 1e-12:
+            raise AssertionError(f"{label}: scores differ by {difference} between the two revisions")
+    return scenarios
+
+
 def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, rounds: int | None = None) -> dict:
     """rank with inputs prepared ahead on a thread pool against `against` (prepared between forward passes on the
     main thread), alternating child processes, in the same run: where preprocessing weighs, and where it does not."""
     if not (CINC_DIR.is_dir() and _common.PTBXL_DIR.is_dir()):
         print(f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}: skipping")
         return {"skipped": f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}"}
-    rounds = rounds or (1 if quick else 4)
-    passes = 1 if quick else 2
     machine = _common.machine_description()
-    scenarios: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="melep-bench-prepare-") as scratch:
         directory = Path(scratch)
         trees = {"before": _common.package_at(against, directory / "before"), "after": _common.REPO_ROOT}
@@ -1007,7 +1059,7 @@ def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, 
         bilstm = export_paper_models(("bilstm",), directory, quick)["bilstm"]["onnx"]
         high_rate = _common.ptbxl_subset(64 if quick else 500, directory / "ptbxl500")
         low_rate = _common.ptbxl_subset(QUICK_RECORDS["bilstm"] if quick else 1024, directory / "ptbxl100")
-        plans = {
+        plans: Plans = {
             f"{len(small)} small CNNs (4 input specs), CinC 2021 at 500 Hz": (small, CINC_DIR, {"device": "cpu"}),
             "Bi-LSTM (100 Hz input), PTB-XL at 500 Hz": (
                 [bilstm],
@@ -1016,31 +1068,7 @@ def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, 
             ),
             "Bi-LSTM (100 Hz input), PTB-XL at 100 Hz": ([bilstm], low_rate, {"device": "cpu"}),
         }
-        for label, (checkpoints, target, options) in plans.items():
-            seconds: dict[str, list[float]] = {name: [] for name in trees}
-            scores: dict[str, dict[str, float]] = {}
-            records = 0
-            for round_index in range(rounds):
-                for name in list(trees) if round_index % 2 == 0 else list(trees)[::-1]:
-                    result = _rank_child(trees[name], checkpoints, target, options, passes)
-                    seconds[name] += result["seconds"]
-                    scores[name], records = result["scores"], result["records"]
-            before, after = statistics.median(seconds["before"]), statistics.median(seconds["after"])
-            difference = max(abs(scores["before"][name] - scores["after"][name]) for name in scores["after"])
-            scenarios[label] = {
-                "checkpoints": len(checkpoints),
-                "records": records,
-                "before": summary(seconds["before"], records),
-                "after": summary(seconds["after"], records),
-                "speedup": before / after,
-                "max_abs_score_difference": difference,
-            }
-            print(
-                f"  {label}: before {before:.2f} s, after {after:.2f} s: {before / after:.2f}x "
-                f"(scores differ by {difference:.0e})"
-            )
-            if difference > 1e-12:
-                raise AssertionError(f"{label}: scores differ by {difference} between the two revisions")
+        scenarios = _alternate_revisions(trees, plans, rounds or (1 if quick else 4), 1 if quick else 2)
     payload = {
         "what": "melep_cli.rank in-process (one warm-up, then timed passes) in child processes alternating this "
         "checkout and melep_cli at the reference revision, where inputs were prepared on the main thread",
@@ -1049,6 +1077,46 @@ def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, 
         "scenarios": scenarios,
     }
     return _finish_results("rank-prepare", payload, quick=quick)
+
+
+#: The revision before checkpoints loaded on a background thread (while the target opens), for rank-load.
+LOAD_REFERENCE = "a1e0a3a"
+
+
+def run_load_overlap(*, quick: bool = False, against: str = LOAD_REFERENCE, rounds: int | None = None) -> dict:
+    """rank with checkpoints loading while the target opens against `against` (the target opened, then the
+    checkpoints loaded), alternating child processes: the time until the first forward pass, and in all."""
+    if not (CINC_DIR.is_dir() and _common.PTBXL_DIR.is_dir()):
+        print(f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}: skipping")
+        return {"skipped": f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}"}
+    machine = _common.machine_description()
+    with tempfile.TemporaryDirectory(prefix="melep-bench-load-") as scratch:
+        directory = Path(scratch)
+        trees = {"before": _common.package_at(against, directory / "before"), "after": _common.REPO_ROOT}
+        small = export_small_checkpoints(directory, DECODE_ONCE_SPECS[:4] if quick else DECODE_ONCE_SPECS)
+        bilstm = export_paper_models(("bilstm",), directory, quick)["bilstm"]
+        count = QUICK_RECORDS["bilstm"] if quick else END_TO_END_RECORDS["bilstm"]
+        subset = _common.ptbxl_subset(count, directory / "ptbxl")
+        whole = _common.ptbxl_subset(LARGE_TARGETS["bilstm"], directory / "ptbxl-all")
+        cpu = {"device": "cpu"}
+        plans: Plans = {
+            f"Bi-LSTM (ONNX), all {LARGE_TARGETS['bilstm']:,} PTB-XL records": ([bilstm["onnx"]], whole, cpu),
+            f"Bi-LSTM (ONNX), {count:,} PTB-XL records": ([bilstm["onnx"]], subset, cpu),
+            f"Bi-LSTM (TorchScript), {count:,} PTB-XL records": ([bilstm["ts"]], subset, cpu),
+            f"{len(small)} small CNNs (half ONNX), CinC 2021": (small, CINC_DIR, cpu),
+        }
+        if quick:
+            plans = dict(list(plans.items())[1:])
+        scenarios = _alternate_revisions(trees, plans, rounds or (1 if quick else 4), 1 if quick else 2)
+    payload = {
+        "what": "melep_cli.rank in-process (one warm-up, then timed passes) in child processes alternating this "
+        "checkout and melep_cli at the reference revision, where the checkpoints loaded after the target opened; "
+        "first_forward_*: seconds from the call until the first forward pass starts",
+        "reference_revision": against,
+        "machine": machine,
+        "scenarios": scenarios,
+    }
+    return _finish_results("rank-load", payload, quick=quick)
 
 
 # ----- step 6: peak memory against the number of records ------------------------------------------------------
@@ -1233,6 +1301,7 @@ BENCHMARKS = {
     "torchscript-warmup": lambda quick: run_torchscript_warmup(quick=quick),
     "busy": lambda quick: run_busy(quick=quick),
     "prepare-ahead": lambda quick: run_prepare_ahead(quick=quick),
+    "load-overlap": lambda quick: run_load_overlap(quick=quick),
 }
 
 

@@ -54,13 +54,16 @@ def _decode_reference() -> str | None:
     return reference if _has_revision(reference, "melep_cli/targets/wfdb_dir.py") else None
 
 
-def _rank_prepare(quick: bool) -> dict[str, Any]:
-    """bench_rank.run_prepare_ahead against its reference revision; skipped where this checkout lacks it."""
-    reference = bench_rank.PREPARE_REFERENCE
-    if not _has_revision(reference, "melep_cli/rank.py"):
-        print(f"git revision {reference} is not in this checkout: skipping")
-        return {"skipped": f"git revision {reference} (the reference) is not in this checkout"}
-    return bench_rank.run_prepare_ahead(quick=quick, against=reference)
+def _against_reference(benchmark: Callable[..., dict[str, Any]], reference: str) -> Callable[[bool], dict[str, Any]]:
+    """`benchmark(quick=..., against=reference)`; skipped where this checkout lacks the reference revision."""
+
+    def run(quick: bool) -> dict[str, Any]:
+        if not _has_revision(reference, "melep_cli/rank.py"):
+            print(f"git revision {reference} is not in this checkout: skipping")
+            return {"skipped": f"git revision {reference} (the reference) is not in this checkout"}
+        return benchmark(quick=quick, against=reference)
+
+    return run
 
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
@@ -75,7 +78,8 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "rank-memory": lambda quick: bench_rank.run_memory(quick=quick),
     "torchscript-warmup": lambda quick: bench_rank.run_torchscript_warmup(quick=quick),
     "rank-busy": lambda quick: bench_rank.run_busy(quick=quick),
-    "rank-prepare": _rank_prepare,
+    "rank-prepare": _against_reference(bench_rank.run_prepare_ahead, bench_rank.PREPARE_REFERENCE),
+    "rank-load": _against_reference(bench_rank.run_load_overlap, bench_rank.LOAD_REFERENCE),
     "decode": lambda quick: bench_decode.run(quick=quick, against=_decode_reference()),
     "startup": lambda quick: bench_startup.run(quick=quick),
 }
