@@ -358,19 +358,21 @@ def _load(
 
 
 class _Loading:
-    """Load checkpoints one after another on a background thread, from construction on; iterate for each one's
-    (outcome, checkpoint or None) in order, as it is ready.
+    """Load checkpoints one after another on a background thread, from construction on: ONNX ones first, then
+    the others, each group in the order given; iterate for each one's (outcome, checkpoint or None) as it is ready.
 
     ONNX checkpoints load at once, overlapping the opening of the target: ONNX Runtime builds a session without
     holding the GIL. TorchScript checkpoints wait until `target_opened()`: torch.jit.load holds the GIL, so
     loading one meanwhile only delays the target and its first batches (a first version that did so ranked 8
-    small checkpoints on CinC about 7 % slower). A UsageError (an option no checkpoint can take) is raised by the iteration. `close()` stops
-    the thread before the next checkpoint: after an error or Ctrl-C, a load under way finishes in the background
-    (a daemon thread: it never blocks the exit, and a bad target is reported without waiting for a model).
+    small checkpoints on CinC about 7 % slower). A UsageError (an option no checkpoint can take) is raised by
+    the iteration. `close()` stops the thread before the next checkpoint: after an error or Ctrl-C, a load under
+    way finishes in the background (a daemon thread: it never blocks the exit, and a bad target is reported
+    without waiting for a model).
     """
 
     def __init__(self, paths: Sequence[Path], names: Sequence[str], options: dict[str, Any]) -> None:
-        self._work = list(zip(paths, names))
+        # ONNX checkpoints first (a stable sort), so that they all load while the target opens.
+        self._work = sorted(zip(paths, names), key=lambda work: _format_of(work[0]) != "onnx")
         self._options = options
         self._ready: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         self._handed = 0
