@@ -85,6 +85,24 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
 }
 
 
+def _revision_rows(scenarios: dict[str, dict[str, Any]], *, first_forward: bool = False) -> list[str]:
+    """A markdown table of before/after scenarios (bench_rank._alternate_revisions)."""
+    extra = " first forward, before | after |" if first_forward else ""
+    rows = [
+        f"| scenario | records | before | after | speed-up |{extra} scores differ by |",
+        "| --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if first_forward else "") + " ---: |",
+    ]
+    for label, row in scenarios.items():
+        timing = (
+            f" {row['first_forward_before_s']:.2f} s | {row['first_forward_after_s']:.2f} s |" if first_forward else ""
+        )
+        rows.append(
+            f"| {label} | {row['records']} | {row['before']['median_s']:.2f} s | {row['after']['median_s']:.2f} s "
+            f"| {row['speedup']:.2f}x |{timing} {row['max_abs_score_difference']:.0e} |"
+        )
+    return rows
+
+
 def run_benchmarks(names: list[str], quick: bool) -> int:
     """Run `names` in order; print a summary; return the number that failed."""
     outcomes = []
@@ -292,14 +310,18 @@ def rank_tables() -> list[str]:
             f"({document['reference_revision']}: prepared on the main thread between forward passes); in-process "
             "ranks in child processes alternating the two, same run; medians:",
             "",
-            "| scenario | records | before | after | speed-up | scores differ by |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            *_revision_rows(document["scenarios"]),
         ]
-        for label, row in document["scenarios"].items():
-            lines.append(
-                f"| {label} | {row['records']} | {row['before']['median_s']:.2f} s | {row['after']['median_s']:.2f} s "
-                f"| {row['speedup']:.2f}x | {row['max_abs_score_difference']:.0e} |"
-            )
+    document = _load("rank-load")
+    if document and "scenarios" in document:
+        lines += [
+            "",
+            "Checkpoints loaded on a background thread (ONNX ones while the target opens) against the revision "
+            f"before ({document['reference_revision']}: the target opened, then the checkpoints loaded); the same "
+            "way; first forward: seconds from the call until the first forward pass starts:",
+            "",
+            *_revision_rows(document["scenarios"], first_forward=True),
+        ]
     document = _load("rank-memory")
     if document:
         lines += [
