@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
-from scipy.special import expit, softmax
 
 from melep_cli.errors import InputError
 
@@ -91,6 +90,9 @@ def activate(outputs: np.ndarray, activation: str, *, what: str = "outputs") -> 
         raise InputError(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
     values = _as_matrix(outputs, what)
     _check_finite(values, what)
+    # Imported here: scipy.special takes about 0.3 s to import, which every melep command would pay at start.
+    from scipy.special import expit, softmax
+
     if activation == "logits":
         # In place when `values` is already our own float64 copy: saves one n x Z array.
         return expit(values, out=values) if not np.may_share_memory(values, outputs) else expit(values)
@@ -110,6 +112,8 @@ def _activate_in_place(values: np.ndarray, activation: str) -> np.ndarray:
     if activation != "logits" or values.dtype != np.float64 or values.ndim != 2:
         return activate(values, activation)
     _check_finite(values, "outputs")
+    from scipy.special import expit  # imported here, as in activate()
+
     return expit(values, out=values)
 
 
