@@ -1,10 +1,10 @@
 """Start-up of the `melep` command: what a CI script pays before the first record is decoded.
 
 Every `melep` command is a fresh Python process, so module imports are paid on every call. scipy.io,
-scipy.signal and wfdb (which brings pandas) are imported only where they are needed: `.mat` records,
-resampling, and WFDB records other than plain format 16. The baseline is the same command in a process
-that imports those three first, as melep did at module level before; both run round-robin in the
-same rounds, in fresh processes. Commands: `melep --help`, and the README's quick start on the
+scipy.signal, wfdb (which brings pandas) and scipy.special are imported only where they are needed:
+`.mat` records, resampling, WFDB records other than plain format 16, and the metric's sigmoid. The
+baseline is the same command in a process that imports those four first, as melep did at module level
+before; both run round-robin in the same rounds, in fresh processes. Commands: `melep --help`, and the README's quick start on the
 sample data (five checkpoints, the 100 Hz HDF5 target, JSON to stdout).
 
     python benchmarks/bench_startup.py            # 7 rounds
@@ -26,7 +26,7 @@ from typing import Any
 import _common
 
 #: What melep imported at module level before: the baseline imports them before running the same command.
-EAGER_IMPORTS = ("scipy.io", "scipy.signal", "wfdb")
+EAGER_IMPORTS = ("scipy.io", "scipy.signal", "wfdb", "scipy.special")
 SAMPLE = _common.REPO_ROOT / "sample_data"
 COMMANDS: dict[str, list[str]] = {
     "melep --help": ["--help"],
