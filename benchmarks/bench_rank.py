@@ -1045,16 +1045,29 @@ def _alternate_revisions(trees: dict[str, Path], plans: Plans, rounds: int, pass
     return scenarios
 
 
+def _skip_without_records() -> dict[str, str] | None:
+    """The benchmark's result when the CinC 2021 or PTB-XL records are missing (printed), else None."""
+    if CINC_DIR.is_dir() and _common.PTBXL_DIR.is_dir():
+        return None
+    print(f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}: skipping")
+    return {"skipped": f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}"}
+
+
+def _revision_trees(against: str, directory: Path) -> dict[str, Path]:
+    """{"before": melep_cli at git `against`, extracted under `directory`; "after": this checkout}."""
+    return {"before": _common.package_at(against, directory / "before"), "after": _common.REPO_ROOT}
+
+
 def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, rounds: int | None = None) -> dict:
     """rank with inputs prepared ahead on a thread pool against `against` (prepared between forward passes on the
     main thread), alternating child processes, in the same run: where preprocessing weighs, and where it does not."""
-    if not (CINC_DIR.is_dir() and _common.PTBXL_DIR.is_dir()):
-        print(f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}: skipping")
-        return {"skipped": f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}"}
+    skipped = _skip_without_records()
+    if skipped:
+        return skipped
     machine = _common.machine_description()
     with tempfile.TemporaryDirectory(prefix="melep-bench-prepare-") as scratch:
         directory = Path(scratch)
-        trees = {"before": _common.package_at(against, directory / "before"), "after": _common.REPO_ROOT}
+        trees = _revision_trees(against, directory)
         small = export_small_checkpoints(directory, DECODE_ONCE_SPECS[:4] if quick else DECODE_ONCE_SPECS)
         bilstm = export_paper_models(("bilstm",), directory, quick)["bilstm"]["onnx"]
         high_rate = _common.ptbxl_subset(64 if quick else 500, directory / "ptbxl500")
@@ -1086,13 +1099,13 @@ LOAD_REFERENCE = "a1e0a3a"
 def run_load_overlap(*, quick: bool = False, against: str = LOAD_REFERENCE, rounds: int | None = None) -> dict:
     """rank with checkpoints loading while the target opens against `against` (the target opened, then the
     checkpoints loaded), alternating child processes: the time until the first forward pass, and in all."""
-    if not (CINC_DIR.is_dir() and _common.PTBXL_DIR.is_dir()):
-        print(f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}: skipping")
-        return {"skipped": f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}"}
+    skipped = _skip_without_records()
+    if skipped:
+        return skipped
     machine = _common.machine_description()
     with tempfile.TemporaryDirectory(prefix="melep-bench-load-") as scratch:
         directory = Path(scratch)
-        trees = {"before": _common.package_at(against, directory / "before"), "after": _common.REPO_ROOT}
+        trees = _revision_trees(against, directory)
         small = export_small_checkpoints(directory, DECODE_ONCE_SPECS[:4] if quick else DECODE_ONCE_SPECS)
         bilstm = export_paper_models(("bilstm",), directory, quick)["bilstm"]
         count = QUICK_RECORDS["bilstm"] if quick else END_TO_END_RECORDS["bilstm"]

@@ -4,8 +4,8 @@ Every `melep` command is a fresh Python process, so module imports are paid on e
 scipy.signal, wfdb (which brings pandas) and scipy.special are imported only where they are needed:
 `.mat` records, resampling, WFDB records other than plain format 16, and the metric's sigmoid. The
 baseline is the same command in a process that imports those four first, as melep did at module level
-before; both run round-robin in the same rounds, in fresh processes. Commands: `melep --help`, and the README's quick start on the
-sample data (five checkpoints, the 100 Hz HDF5 target, JSON to stdout).
+before; both run round-robin in the same rounds, in fresh processes. Commands: `melep --help`, and
+the README's quick start on the sample data (five checkpoints, the 100 Hz HDF5 target, JSON to stdout).
 
     python benchmarks/bench_startup.py            # 7 rounds
     python benchmarks/bench_startup.py --quick    # 2 rounds
