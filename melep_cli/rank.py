@@ -146,7 +146,7 @@ def rank(
     running: list[_Running] = []
     # closing() stops each background thread at once on any exception (Ctrl-C too).
     with contextlib.ExitStack() as stack:
-        # The checkpoints load on a background thread, in order: ONNX ones while the target opens, all of them while
+        # The checkpoints load on a background thread: ONNX ones first and while the target opens, the others while
         # its first batches decode (loading is mostly one thread).
         loading = stack.enter_context(contextlib.closing(_Loading(paths, unique_names(paths), load_options)))
         opened = target if not isinstance(target, (str, Path)) else open_target(target, **target_options)
@@ -386,22 +386,22 @@ class _Loading:
         self._opened.set()
 
     def _run(self) -> None:
-        # Every runtime needed first, outside any checkpoint's clock: importing torch (a second or more, mostly
-        # holding the GIL) while an ONNX session is built would show up in that checkpoint's seconds. The same
-        # for the metric's scipy.special (0.3 s), which the first checkpoint to finish would pay otherwise.
-        for checkpoint_format in dict.fromkeys(_format_of(path) for path, _ in self._work):
-            _import_runtime(checkpoint_format)
-        importlib.import_module("scipy.special")
-        for path, name in self._work:
-            if _format_of(path) != "onnx":
-                self._opened.wait()
-            if self._stop.is_set():
-                return
-            try:
+        try:
+            # Every runtime needed first, outside any checkpoint's clock: importing torch (a second or more, mostly
+            # holding the GIL) while an ONNX session is built would show up in that checkpoint's seconds. The same
+            # for the metric's scipy.special (0.3 s), which the first checkpoint to finish would pay otherwise.
+            for checkpoint_format in dict.fromkeys(_format_of(path) for path, _ in self._work):
+                _import_runtime(checkpoint_format)
+            with contextlib.suppress(ImportError):  # a broken install is reported where the metric needs it
+                importlib.import_module("scipy.special")
+            for path, name in self._work:
+                if _format_of(path) != "onnx":
+                    self._opened.wait()
+                if self._stop.is_set():
+                    return
                 self._ready.put((True, _load(path, name, **self._options)))
-            except BaseException as error:  # raised in the iterating thread
-                self._ready.put((False, error))
-                return
+        except BaseException as error:  # raised in the iterating thread, which would otherwise wait for ever
+            self._ready.put((False, error))
 
     def __iter__(self) -> Iterator[tuple[CheckpointOutcome, Checkpoint | None]]:
         self.target_opened()  # loading is what is awaited now

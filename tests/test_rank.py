@@ -405,3 +405,28 @@ def test_an_option_no_checkpoint_can_take_stops_the_run_from_the_loading_thread(
 
     with pytest.raises(UsageError, match="--device"):
         rank([CHECKPOINTS], TARGET, device="tpu")
+
+
+def test_an_unexpected_error_in_the_loading_thread_is_raised_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import threading
+
+    rank_module = importlib.import_module("melep_cli.rank")
+
+    def broken_import(checkpoint_format):
+        raise RuntimeError("broken runtime")
+
+    monkeypatch.setattr(rank_module, "_import_runtime", broken_import)
+    raised: list[BaseException] = []
+
+    def ranked() -> None:
+        try:
+            rank([CHECKPOINTS], TARGET)
+        except BaseException as error:
+            raised.append(error)
+
+    worker = threading.Thread(target=ranked, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "rank waited for a loading thread that had died"
+    assert len(raised) == 1 and isinstance(raised[0], RuntimeError) and "broken runtime" in str(raised[0])
