@@ -1045,34 +1045,39 @@ def _alternate_revisions(trees: dict[str, Path], plans: Plans, rounds: int, pass
     return scenarios
 
 
-def _skip_without_records() -> dict[str, str] | None:
-    """The benchmark's result when the CinC 2021 or PTB-XL records are missing (printed), else None."""
-    if CINC_DIR.is_dir() and _common.PTBXL_DIR.is_dir():
-        return None
-    print(f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}: skipping")
-    return {"skipped": f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}"}
-
-
-def _revision_trees(against: str, directory: Path) -> dict[str, Path]:
-    """{"before": melep_cli at git `against`, extracted under `directory`; "after": this checkout}."""
-    return {"before": _common.package_at(against, directory / "before"), "after": _common.REPO_ROOT}
+def _revision_benchmark(
+    name: str,
+    what: str,
+    against: str,
+    make_plans: Callable[[Path], Plans],
+    *,
+    quick: bool,
+    rounds: int | None,
+) -> dict[str, Any]:
+    """`_alternate_revisions` of this checkout against melep_cli at git `against`, on the plans `make_plans(directory)`
+    builds in a scratch directory; results/`name`.json. Skipped without the CinC 2021 or PTB-XL records."""
+    if not (CINC_DIR.is_dir() and _common.PTBXL_DIR.is_dir()):
+        print(f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}: skipping")
+        return {"skipped": f"CinC 2021 or PTB-XL records not found under {_common.SHARED_DATA}"}
+    machine = _common.machine_description()
+    with tempfile.TemporaryDirectory(prefix=f"melep-bench-{name}-") as scratch:
+        directory = Path(scratch)
+        trees = {"before": _common.package_at(against, directory / "before"), "after": _common.REPO_ROOT}
+        scenarios = _alternate_revisions(trees, make_plans(directory), rounds or (1 if quick else 4), 1 if quick else 2)
+    payload = {"what": what, "reference_revision": against, "machine": machine, "scenarios": scenarios}
+    return _finish_results(name, payload, quick=quick)
 
 
 def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, rounds: int | None = None) -> dict:
     """rank with inputs prepared ahead on a thread pool against `against` (prepared between forward passes on the
     main thread), alternating child processes, in the same run: where preprocessing weighs, and where it does not."""
-    skipped = _skip_without_records()
-    if skipped:
-        return skipped
-    machine = _common.machine_description()
-    with tempfile.TemporaryDirectory(prefix="melep-bench-prepare-") as scratch:
-        directory = Path(scratch)
-        trees = _revision_trees(against, directory)
+
+    def plans(directory: Path) -> Plans:
         small = export_small_checkpoints(directory, DECODE_ONCE_SPECS[:4] if quick else DECODE_ONCE_SPECS)
         bilstm = export_paper_models(("bilstm",), directory, quick)["bilstm"]["onnx"]
         high_rate = _common.ptbxl_subset(64 if quick else 500, directory / "ptbxl500")
         low_rate = _common.ptbxl_subset(QUICK_RECORDS["bilstm"] if quick else 1024, directory / "ptbxl100")
-        plans: Plans = {
+        return {
             f"{len(small)} small CNNs (4 input specs), CinC 2021 at 500 Hz": (small, CINC_DIR, {"device": "cpu"}),
             "Bi-LSTM (100 Hz input), PTB-XL at 500 Hz": (
                 [bilstm],
@@ -1081,15 +1086,12 @@ def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, 
             ),
             "Bi-LSTM (100 Hz input), PTB-XL at 100 Hz": ([bilstm], low_rate, {"device": "cpu"}),
         }
-        scenarios = _alternate_revisions(trees, plans, rounds or (1 if quick else 4), 1 if quick else 2)
-    payload = {
-        "what": "melep_cli.rank in-process (one warm-up, then timed passes) in child processes alternating this "
-        "checkout and melep_cli at the reference revision, where inputs were prepared on the main thread",
-        "reference_revision": against,
-        "machine": machine,
-        "scenarios": scenarios,
-    }
-    return _finish_results("rank-prepare", payload, quick=quick)
+
+    what = (
+        "melep_cli.rank in-process (one warm-up, then timed passes) in child processes alternating this "
+        "checkout and melep_cli at the reference revision, where inputs were prepared on the main thread"
+    )
+    return _revision_benchmark("rank-prepare", what, against, plans, quick=quick, rounds=rounds)
 
 
 #: The revision before checkpoints loaded on a background thread (while the target opens), for rank-load.
@@ -1099,37 +1101,28 @@ LOAD_REFERENCE = "a1e0a3a"
 def run_load_overlap(*, quick: bool = False, against: str = LOAD_REFERENCE, rounds: int | None = None) -> dict:
     """rank with checkpoints loading while the target opens against `against` (the target opened, then the
     checkpoints loaded), alternating child processes: the time until the first forward pass, and in all."""
-    skipped = _skip_without_records()
-    if skipped:
-        return skipped
-    machine = _common.machine_description()
-    with tempfile.TemporaryDirectory(prefix="melep-bench-load-") as scratch:
-        directory = Path(scratch)
-        trees = _revision_trees(against, directory)
+
+    def plans(directory: Path) -> Plans:
         small = export_small_checkpoints(directory, DECODE_ONCE_SPECS[:4] if quick else DECODE_ONCE_SPECS)
         bilstm = export_paper_models(("bilstm",), directory, quick)["bilstm"]
         count = QUICK_RECORDS["bilstm"] if quick else END_TO_END_RECORDS["bilstm"]
         subset = _common.ptbxl_subset(count, directory / "ptbxl")
-        whole = _common.ptbxl_subset(LARGE_TARGETS["bilstm"], directory / "ptbxl-all")
         cpu = {"device": "cpu"}
-        plans: Plans = {
-            f"Bi-LSTM (ONNX), all {LARGE_TARGETS['bilstm']:,} PTB-XL records": ([bilstm["onnx"]], whole, cpu),
-            f"Bi-LSTM (ONNX), {count:,} PTB-XL records": ([bilstm["onnx"]], subset, cpu),
-            f"Bi-LSTM (TorchScript), {count:,} PTB-XL records": ([bilstm["ts"]], subset, cpu),
-            f"{len(small)} small CNNs (half ONNX), CinC 2021": (small, CINC_DIR, cpu),
-        }
-        if quick:
-            plans = dict(list(plans.items())[1:])
-        scenarios = _alternate_revisions(trees, plans, rounds or (1 if quick else 4), 1 if quick else 2)
-    payload = {
-        "what": "melep_cli.rank in-process (one warm-up, then timed passes) in child processes alternating this "
+        chosen: Plans = {}
+        if not quick:
+            whole = _common.ptbxl_subset(LARGE_TARGETS["bilstm"], directory / "ptbxl-all")
+            chosen[f"Bi-LSTM (ONNX), all {LARGE_TARGETS['bilstm']:,} PTB-XL records"] = ([bilstm["onnx"]], whole, cpu)
+        chosen[f"Bi-LSTM (ONNX), {count:,} PTB-XL records"] = ([bilstm["onnx"]], subset, cpu)
+        chosen[f"Bi-LSTM (TorchScript), {count:,} PTB-XL records"] = ([bilstm["ts"]], subset, cpu)
+        chosen[f"{len(small)} small CNNs (half ONNX), CinC 2021"] = (small, CINC_DIR, cpu)
+        return chosen
+
+    what = (
+        "melep_cli.rank in-process (one warm-up, then timed passes) in child processes alternating this "
         "checkout and melep_cli at the reference revision, where the checkpoints loaded after the target opened; "
-        "first_forward_*: seconds from the call until the first forward pass starts",
-        "reference_revision": against,
-        "machine": machine,
-        "scenarios": scenarios,
-    }
-    return _finish_results("rank-load", payload, quick=quick)
+        "first_forward_*: seconds from the call until the first forward pass starts"
+    )
+    return _revision_benchmark("rank-load", what, against, plans, quick=quick, rounds=rounds)
 
 
 # ----- step 6: peak memory against the number of records ------------------------------------------------------

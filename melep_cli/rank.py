@@ -327,8 +327,7 @@ def _load(
     share_cores: bool,
     precision: str,
 ) -> tuple[CheckpointOutcome, Checkpoint | None]:
-    _import_runtime(_format_of(path))
-    started = time.perf_counter()
+    started = time.perf_counter()  # the runtime is imported already (_Loading._run)
     outcome = CheckpointOutcome(name=name, path=path, format=_format_of(path))
     try:
         checkpoint = load_checkpoint(
