@@ -290,6 +290,18 @@ def test_a_tuple_output_uses_its_first_element(tmp_path):
     path = scripted(_ScoresAndFeatures(), tmp_path / "pair.pt", {"melep.json": '{"layout": "NCT"}'})
     checkpoint = load_checkpoint(path, device="cpu", warn_defaults=False)
     assert checkpoint.predict(np.ones((3, 12, 10), dtype=np.float32)).shape == (3, 4)
+    assert (checkpoint.scores_output, checkpoint.features_output, checkpoint.output_names) == ("0", None, ("0", "1"))
+
+
+def test_a_tuple_element_is_picked_by_scores_output_and_features_output(tmp_path):
+    metadata = json.dumps({"layout": "NCT", "scores_output": 1, "features_output": "0"})
+    path = scripted(_ScoresAndFeatures(), tmp_path / "pair.pt", {"melep.json": metadata})
+    checkpoint = load_checkpoint(path, device="cpu", warn_defaults=False)
+    inputs = np.random.default_rng(0).normal(size=(3, 12, 10)).astype(np.float32)
+    prediction = checkpoint.predict_outputs(inputs)
+    np.testing.assert_allclose(prediction.scores, inputs.mean(axis=2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(prediction.features, inputs.mean(axis=2)[:, :4], rtol=1e-5, atol=1e-6)
+    assert (checkpoint.scores_output, checkpoint.features_output, checkpoint.output_width) == ("1", "0", 12)
 
 
 class _OutOfMemoryAbove4(torch.nn.Module):

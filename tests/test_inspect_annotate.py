@@ -65,7 +65,16 @@ def test_annotate_then_inspect_round_trips_the_metadata(tmp_path, models, checkp
     assert (metadata["sampling_rate"], metadata["samples"], metadata["layout"]) == (500, 5000, "NCT")
     assert (metadata["output"], metadata["normalization"], metadata["name"]) == ("probabilities", "minmax", "Tiny conv")
     assert metadata["source_prevalence"] == [0.4, 0.2, 0.2, 0.15, 0.1]
-    assert described["defaulted"] == {"dtype": described["defaulted"]["dtype"]}  # only dtype was left out
+    assert set(described["defaulted"]) == {"dtype", "scores_output"}  # only these were left out
+    assert described["defaulted"]["scores_output"].endswith("(the only output)")
+    assert described["outputs"] == [
+        {
+            "name": "scores" if checkpoint_format == "onnx" else "output",
+            "shape": ["batch", 5] if checkpoint_format == "onnx" else [1, 5],
+            "dtype": "float32",
+            "role": "scores",
+        }
+    ]
     assert described["output"]["width"] == 5
     assert described["device"] == "cpu"
     assert "melep" in described["metadata_origin"] or "melep.json" in described["metadata_origin"]
@@ -128,6 +137,7 @@ def test_a_sidecar_is_merged_into_the_file(tmp_path, models, melep_log):
 def test_annotate_to_a_new_file_leaves_the_original_untouched(tmp_path, models):
     path = copy_to(models["conv"].onnx, tmp_path)
     before = path.read_bytes()
+    (tmp_path / "out").mkdir()  # atomic writes create no directories
     result = annotate_checkpoint(path, labels=LABELS, output=tmp_path / "out" / "labelled.onnx")
     assert path.read_bytes() == before
     assert load_checkpoint(result.path, device="cpu", warn_defaults=False).labels == tuple(LABELS)

@@ -4,7 +4,7 @@ torch and onnxruntime are imported only when a checkpoint is loaded, inspected o
 """
 
 from melep_cli.checkpoints.annotate import Annotation, annotate_checkpoint
-from melep_cli.checkpoints.checkpoint import DEFAULT_BATCH_SIZE, Checkpoint, load_checkpoint
+from melep_cli.checkpoints.checkpoint import DEFAULT_BATCH_SIZE, Checkpoint, Prediction, load_checkpoint
 from melep_cli.checkpoints.devices import parse_device
 from melep_cli.checkpoints.discovery import (
     CHECKPOINT_SUFFIXES,
@@ -22,6 +22,7 @@ __all__ = [
     "Annotation",
     "Checkpoint",
     "CheckpointMetadata",
+    "Prediction",
     "annotate_checkpoint",
     "detect_format",
     "discover_checkpoints",

@@ -1,7 +1,8 @@
-"""The two runtimes behind one tiny interface: `run(inputs) -> outputs` for one batch.
+"""The two runtimes behind one tiny interface: `run(inputs) -> {output name: array}` for one batch.
 
-Backends know nothing about metadata; `Checkpoint` checks what they return. An out-of-memory
-failure of either runtime becomes `OutOfMemory`, so the caller can halve the batch and retry.
+Backends know nothing about metadata; `Checkpoint` picks the scores (and features) output from what
+they return and checks it. An out-of-memory failure of either runtime becomes `OutOfMemory`, so the
+caller can halve the batch and retry.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +41,21 @@ _OOM_MARKERS = (
     "cublas_status_alloc_failed",
 )
 _ONNX_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64"}
+#: ONNX element types shown by `melep inspect` as numpy names (others as ONNX writes them).
+_ONNX_OUTPUT_DTYPES = {
+    **_ONNX_DTYPES,
+    "tensor(float16)": "float16",
+    "tensor(bfloat16)": "bfloat16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+#: The name of a TorchScript result that is one tensor (tuple elements are "0", "1", ...; dict entries their keys).
+TORCHSCRIPT_SINGLE_OUTPUT = "output"
+#: What selects an output: its name, or its index in the model's order.
+OutputSelector = str | int
 
 
 class OutOfMemory(Exception):
@@ -105,12 +121,27 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One declared model input or output: name, shape (ints, or None for dynamic axes), dtype."""
+    """One model input or output: name, shape (ints, or None for dynamic axes), dtype.
+
+    `tensor` is False for an output that is no tensor (an ONNX sequence or map, a TorchScript tuple
+    inside the result): listed by `melep inspect`, never returned by `run`.
+    """
 
     name: str
     shape: tuple[int | None, ...] | None  # None: unknown until it runs (TorchScript)
     dtype: str | None
     dynamic_names: tuple[str | None, ...] = ()  # ONNX symbolic axis names, for display
+    tensor: bool = True
+
+
+def resolve_output(selector: OutputSelector, names: Sequence[str]) -> str | None:
+    """The output name `selector` picks from `names` (the model's order), or None when it picks none.
+
+    A string is a name (a TorchScript tuple's elements are named "0", "1", ...); an integer is an index.
+    """
+    if isinstance(selector, int):
+        return names[selector] if 0 <= selector < len(names) else None
+    return selector if selector in names else None
 
 
 class Backend(Protocol):
@@ -118,14 +149,16 @@ class Backend(Protocol):
     device: str  # "cpu" | "cuda:N": what really runs it
     provider: str  # e.g. "CUDAExecutionProvider", "torch cuda:0"
     input: TensorInfo
-    output: TensorInfo
-    output_count: int
+    #: Every output in the model's order: ONNX as declared; TorchScript as the latest run returned (() before).
+    outputs: tuple[TensorInfo, ...]
     embedded_metadata: str | bytes | None
     embedded_origin: str
 
     precision: str  # "float32" | "bfloat16" | "float16": what the forward pass really computes in
 
-    def run(self, inputs: np.ndarray) -> np.ndarray: ...
+    def run(self, inputs: np.ndarray, selected: Sequence[OutputSelector] = ()) -> dict[str, np.ndarray]:
+        """Every tensor output by name, in the model's order; `selected` outputs must be finite in 16 bits."""
+        ...
 
     def release_memory(self) -> None: ...
 
@@ -191,28 +224,33 @@ class OnnxBackend:
                 f"{path}: ONNX input {declared.name!r} has shape {list(declared.shape)}; "
                 "melep feeds (batch, leads, time) or (batch, time, leads)"
             )
-        outputs = self.session.get_outputs()
-        self.output = _onnx_tensor_info(outputs[0], None)
-        self.output_count = len(outputs)
+        self.outputs = tuple(
+            _onnx_tensor_info(value, _ONNX_OUTPUT_DTYPES.get(value.type, value.type))
+            for value in self.session.get_outputs()
+        )
         self.embedded_metadata = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         self.embedded_origin = f"ONNX metadata_props[{METADATA_KEY!r}]"
 
-    def run(self, inputs: np.ndarray) -> np.ndarray:
+    def run(self, inputs: np.ndarray, selected: Sequence[OutputSelector] = ()) -> dict[str, np.ndarray]:
+        """Every tensor output by name (sequence and map outputs left out); `selected` is unused: always float32."""
         try:
-            return self.session.run([self.output.name], {self.input.name: inputs})[0]
+            results = self.session.run(None, {self.input.name: inputs})
         except Exception as error:
             if is_out_of_memory(error):
                 raise OutOfMemory(one_line(error)) from error
             raise
+        return {info.name: value for info, value in zip(self.outputs, results) if isinstance(value, np.ndarray)}
 
     def release_memory(self) -> None:
         """onnxruntime keeps its arena; nothing to hand back between retries."""
 
 
 def _onnx_tensor_info(value: Any, dtype: str | None) -> TensorInfo:
-    shape = value.shape
+    """An onnxruntime NodeArg as TensorInfo; symbolic axes are None with their names kept for display."""
+    tensor = str(value.type).startswith("tensor(")
+    shape = value.shape if tensor else None
     if shape is None:
-        return TensorInfo(value.name, None, dtype)
+        return TensorInfo(value.name, None, dtype, tensor=tensor)
     dims = tuple(dim if isinstance(dim, int) and dim > 0 else None for dim in shape)
     names = tuple(dim if isinstance(dim, str) else None for dim in shape)
     return TensorInfo(value.name, dims, dtype, names)
@@ -255,8 +293,8 @@ class TorchScriptBackend:
         module, self.embedded_metadata = self._load(self.precision)
         self.embedded_origin = f"TorchScript extra file {EXTRA_FILE}"
         self.input = TensorInfo(_forward_argument(module), None, self.parameters_dtype)
-        self.output = TensorInfo("output", None, None)
-        self.output_count = 1  # a tuple result is only known when it runs; its first element is used
+        #: What the result holds is only known when it runs: set by every run.
+        self.outputs: tuple[TensorInfo, ...] = ()
         self.module = module
         self._float32_module: Any = None  # loaded only if the model fails in 16 bits
 
@@ -286,9 +324,10 @@ class TorchScriptBackend:
             module = _freeze(module, self.path) if self.optimize else module
         return module, extra_files[EXTRA_FILE] or None
 
-    def run(self, inputs: np.ndarray) -> np.ndarray:
+    def run(self, inputs: np.ndarray, selected: Sequence[OutputSelector] = ()) -> dict[str, np.ndarray]:
+        """Every tensor output by name; a 16-bit run whose `selected` outputs are not finite is rerun in float32."""
         try:
-            return self._run(self.module, self.precision, inputs)
+            return self._run(self.module, self.precision, inputs, selected)
         except OutOfMemory:
             raise
         except Exception as error:
@@ -299,13 +338,15 @@ class TorchScriptBackend:
         # the model, an overflow): switch for good. Else the input was (a layout probe's wrong layout, say).
         if self._float32_module is None:
             self._float32_module, _ = self._load("float32")
-        outputs = self._run(self._float32_module, "float32", inputs)
+        outputs = self._run(self._float32_module, "float32", inputs, selected)
         reason = one_line(failure, limit=160).split(". ")[0]  # oneDNN appends a debugging hint after its message
         logger.warning("%s: cannot run in %s (%s); running in float32", self.path, self.precision, reason)
         self.module, self.precision, self._float32_module = self._float32_module, "float32", None
         return outputs
 
-    def _run(self, module: Any, precision: str, inputs: np.ndarray) -> np.ndarray:
+    def _run(
+        self, module: Any, precision: str, inputs: np.ndarray, selected: Sequence[OutputSelector]
+    ) -> dict[str, np.ndarray]:
         import torch
 
         try:
@@ -318,18 +359,29 @@ class TorchScriptBackend:
                     tensor = tensor.pin_memory().to(self.device, non_blocking=True)
                 if precision != "float32":
                     tensor = tensor.to(getattr(torch, precision))
-                result = module(tensor)
-                if isinstance(result, (tuple, list)) and result:
-                    result = result[0]  # (logits, features, ...): the first output is the scores
-                if not isinstance(result, torch.Tensor):
-                    raise CheckpointError(f"forward returned {type(result).__name__}, not a tensor")
+                elements = _named_elements(module(tensor))
+                names = [name for name, _ in elements]
                 if precision != "float32":
-                    if result.is_floating_point() and not torch.isfinite(result).all():
-                        raise ArithmeticError(f"NaN or infinite outputs in {precision}")
-                    result = result.float()
-                return result.detach().to("cpu").numpy()
-        except CheckpointError:
-            raise
+                    # Only the outputs melep uses must be finite: a 16-bit overflow in one it ignores is harmless.
+                    values = dict(elements)
+                    for name in {resolve_output(selector, names) for selector in selected} - {None}:
+                        value = values[name]
+                        floating = isinstance(value, torch.Tensor) and value.is_floating_point()
+                        if floating and not torch.isfinite(value).all():
+                            raise ArithmeticError(f"NaN or infinite output {name!r} in {precision}")
+                outputs: dict[str, np.ndarray] = {}
+                infos: list[TensorInfo] = []
+                for name, value in elements:
+                    if not isinstance(value, torch.Tensor):
+                        infos.append(TensorInfo(name, None, type(value).__name__, tensor=False))
+                        continue
+                    if value.is_floating_point() and value.dtype not in (torch.float32, torch.float64):
+                        value = value.float()  # numpy has no bfloat16; 16-bit results are float32 for the metric
+                    array = value.detach().to("cpu").numpy()
+                    outputs[name] = array
+                    infos.append(TensorInfo(name, tuple(array.shape), str(array.dtype)))
+                self.outputs = tuple(infos)
+                return outputs
         except Exception as error:
             if is_out_of_memory(error):
                 raise OutOfMemory(one_line(error)) from error
@@ -340,6 +392,16 @@ class TorchScriptBackend:
 
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
+
+
+def _named_elements(result: Any) -> list[tuple[str, Any]]:
+    """A TorchScript result as (name, value) pairs: one tensor is "output", a tuple's elements "0", "1", ...,
+    a dict's entries their keys (as text)."""
+    if isinstance(result, (tuple, list)):
+        return [(str(index), value) for index, value in enumerate(result)]
+    if isinstance(result, dict):
+        return [(str(key), value) for key, value in result.items()]
+    return [(TORCHSCRIPT_SINGLE_OUTPUT, result)]
 
 
 def _forward_argument(module: Any) -> str:

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from melep_cli.checkpoints.backends import Backend, OnnxBackend, OutOfMemory, TorchScriptBackend, one_line
+from melep_cli.checkpoints.backends import (
+    Backend,
+    OnnxBackend,
+    OutOfMemory,
+    OutputSelector,
+    TensorInfo,
+    TorchScriptBackend,
+    one_line,
+    resolve_output,
+)
 from melep_cli.checkpoints.devices import parse_device, parse_precision
 from melep_cli.checkpoints.metadata import CONSEQUENTIAL_KEYS, CheckpointMetadata, resolve_metadata, sidecar_path
 from melep_cli.checkpoints.safety import detect_format
@@ -77,6 +88,39 @@ def load_checkpoint(
     return checkpoint
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """The outputs melep uses from one `predict_outputs` call.
+
+    `scores`: (b, Z) source-label scores (the metadata's `scores_output`), checked as `predict` checks them.
+    `features`: (b, D) penultimate features (the metadata's `features_output`), None when none is declared.
+    """
+
+    scores: np.ndarray
+    features: np.ndarray | None = None
+
+
+def select_output(where: str, key: str, selector: OutputSelector, outputs: Sequence[TensorInfo]) -> str:
+    """The name of the output `selector` picks from `outputs`, or a CheckpointError naming `key` and listing them.
+
+    `key` is the metadata key that chose it (scores_output, features_output). A picked output that is no
+    tensor (an ONNX sequence, a tuple inside a TorchScript result) is an error too.
+    """
+    names = [info.name for info in outputs]
+    name = resolve_output(selector, names)
+    if name is None:
+        listing = ", ".join(repr(item) for item in names) or "none"
+        picked = f"index {selector}" if isinstance(selector, int) else repr(selector)
+        raise CheckpointError(
+            f"{where}: metadata key {key!r} names output {picked}, which the model does not have "
+            f"(its outputs: {listing})"
+        )
+    info = outputs[names.index(name)]
+    if not info.tensor:
+        raise CheckpointError(f"{where}: output {name!r} (metadata key {key!r}) is a {info.dtype}, not a tensor")
+    return name
+
+
 def default_batch_size(device: str) -> int:
     """Records per forward pass when none is asked for: DEFAULT_BATCH_SIZE on the CPU, DEFAULT_CUDA_BATCH_SIZE on CUDA.
 
@@ -94,7 +138,12 @@ class Checkpoint:
     Attributes: name, path, format ('onnx' | 'torchscript'), metadata (CheckpointMetadata with the
     values derived from the model filled in; `defaulted` still lists them), device (what really
     runs it: 'cpu' or 'cuda:N'), provider, layout (None until probed when nothing fixes it),
-    output_width (None until known), batch_size (halved for good after an out-of-memory error).
+    output_width (None until known), features_width (D once known; None without a features output),
+    batch_size (halved for good after an out-of-memory error).
+
+    The scores come from the metadata's `scores_output` (default: the only output, or the first), the
+    features from `features_output` (default: none). ONNX names are checked on loading; TorchScript ones,
+    known only when the model runs, on the first forward pass (or layout probe).
     """
 
     def __init__(self, path: Path, backend: Backend, metadata: CheckpointMetadata, *, name: str | None = None):
@@ -109,7 +158,17 @@ class Checkpoint:
         self._backend = backend
         self._notes: dict[str, str] = {}
         self.metadata = self._derive(metadata)
-        self.output_width: int | None = backend.output.shape[1] if _static_width(backend) else None
+        #: What picks the scores / features output: the metadata's value, else the first output / nothing.
+        declared = self.metadata.scores_output
+        self._scores_selector: OutputSelector = 0 if declared is None else declared
+        self._features_selector: OutputSelector | None = self.metadata.features_output
+        self._selected = tuple(item for item in (self._scores_selector, self._features_selector) if item is not None)
+        self._scores_name: str | None = None
+        self._features_name: str | None = None
+        self.features_width: int | None = None
+        if self.format == "onnx":  # declared outputs: names are checked now
+            self._resolve_names()
+        self.output_width: int | None = self._declared_width()
         self._check_width(self.output_width, where="the ONNX output shape")
 
     # ----- what the model says about itself -------------------------------------------------
@@ -177,13 +236,46 @@ class Checkpoint:
         return self._backend.precision
 
     @property
-    def output_name(self) -> str:
-        return self._backend.output.name
+    def scores_output(self) -> str | None:
+        """The name of the output holding the scores; None for TorchScript until its first forward pass."""
+        return self._scores_name
+
+    @property
+    def features_output(self) -> str | None:
+        """The name of the output holding the features; None when none is declared (or before TorchScript runs)."""
+        return self._features_name
+
+    @property
+    def output_name(self) -> str | None:
+        """The scores output's name (kept for older callers: `scores_output`)."""
+        return self._scores_name
+
+    @property
+    def output_names(self) -> tuple[str, ...] | None:
+        """Every output's name in the model's order; None for TorchScript until its first forward pass."""
+        return tuple(info.name for info in self._backend.outputs) or None
 
     @property
     def output_count(self) -> int:
-        """How many outputs the model declares; melep uses the first."""
-        return self._backend.output_count
+        """How many outputs the model has (declared, or in the latest TorchScript result; 0 before it runs)."""
+        return len(self._backend.outputs)
+
+    @property
+    def outputs_info(self) -> list[dict[str, Any]]:
+        """Every output as {name, shape, dtype, role} for `melep inspect`; role: "scores", "features" or None.
+
+        ONNX shapes are declared (symbolic axes as text, None when unknown); TorchScript shapes are those of
+        its latest forward pass (an empty list before the first).
+        """
+        roles = {self._scores_name: "scores", self._features_name: "features"}
+        described = []
+        for info in self._backend.outputs:
+            shape = None
+            if info.shape is not None:
+                names = info.dynamic_names or (None,) * len(info.shape)
+                shape = [dim if dim is not None else (name or "?") for dim, name in zip(info.shape, names)]
+            described.append({"name": info.name, "shape": shape, "dtype": info.dtype, "role": roles.get(info.name)})
+        return described
 
     @property
     def layout(self) -> str | None:
@@ -229,6 +321,7 @@ class Checkpoint:
             "dtype": "float32",
             "name": f"{self.path.stem} (the file stem)",
             "description": "none",
+            "scores_output": self._scores_default_note(),
         }
         notes.update(self._notes)
         return {key: notes[key] for key in metadata.defaulted}
@@ -236,7 +329,8 @@ class Checkpoint:
     def defaults_message(self) -> str | None:
         """One line listing the assumed values that change results, or None when the metadata gives them all."""
         notes = self.default_notes()
-        assumed = [f"{key}={notes[key]}" for key in CONSEQUENTIAL_KEYS if key in notes]
+        keys = CONSEQUENTIAL_KEYS + (("scores_output",) if self.output_count > 1 else ())
+        assumed = [f"{key}={notes[key]}" for key in keys if key in notes]
         if not assumed:
             return None
         if self.metadata.origin == "none":
@@ -244,6 +338,42 @@ class Checkpoint:
         else:
             where = f"metadata in {self.metadata.origin} leaves out {len(assumed)} key(s)"
         return f"{self.path}: {where}; assuming {'; '.join(assumed)} (set them with 'melep annotate')"
+
+    def _scores_default_note(self) -> str:
+        """What the default scores output is: the only one, the first of several, or not known yet."""
+        if self._scores_name is None:
+            return "the first output (known after the first forward pass)"
+        count = self.output_count
+        return f"{self._scores_name} (the only output)" if count == 1 else f"{self._scores_name} (the first of {count})"
+
+    # ----- outputs ---------------------------------------------------------------------------
+    def _resolve_names(self) -> None:
+        """Resolve the scores / features selectors against the outputs the model has (CheckpointError if absent)."""
+        self._scores_name = self.check_output("scores_output", self._scores_selector)
+        if self._features_selector is not None:
+            self._features_name = self.check_output("features_output", self._features_selector)
+
+    def check_output(self, key: str, selector: OutputSelector) -> str:
+        """The name of the output `selector` (the value of metadata `key`) picks, or a CheckpointError listing them.
+
+        ONNX outputs are declared; a TorchScript model's are those of its latest forward pass.
+        """
+        return select_output(str(self.path), key, selector, self._backend.outputs)
+
+    def _declared_width(self) -> int | None:
+        """Z from the declared (ONNX) scores output shape (batch, Z), else None."""
+        info = next((info for info in self._backend.outputs if info.name == self._scores_name), None)
+        if info is None or info.shape is None or len(info.shape) != 2:
+            return None
+        return info.shape[1]
+
+    def _select(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The scores and features (or None) of one forward pass's outputs, by the resolved names."""
+        if self.format != "onnx":  # TorchScript: the result's structure is only known now (and is tiny to check)
+            self._resolve_names()
+        scores = outputs[self._scores_name]  # type: ignore[index]  (resolved above: a tensor output)
+        features = outputs[self._features_name] if self._features_name is not None else None
+        return scores, features
 
     # ----- inputs ----------------------------------------------------------------------------
     def input_spec(self, *, sampling_rate: float, samples: int | None) -> InputSpec:
@@ -286,11 +416,12 @@ class Checkpoint:
             except Exception as error:
                 failures[layout] = one_line(error, limit=160)
                 continue
-            problem = self._output_problem(outputs, 1)
+            scores, _ = self._select(outputs)  # an output name the model lacks fails now, whatever the layout
+            problem = self._output_problem(scores, 1)
             if problem:
                 failures[layout] = problem
             else:
-                working[layout] = outputs.shape[1]
+                working[layout] = scores.shape[1]
         shape = f"{tuple(example.shape[1:])} (leads, samples)"
         hint = f"set it with 'melep annotate {self.path} --layout NCT|NTC'"
         if len(working) == 2:
@@ -309,10 +440,18 @@ class Checkpoint:
 
     # ----- forward passes --------------------------------------------------------------------
     def predict(self, inputs: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
-        """Outputs (b, Z) for prepared `inputs`, in batches; checked: (batch, Z), Z = len(labels), finite.
+        """Scores (b, Z) for prepared `inputs`, in batches; checked: (batch, Z), Z = len(labels), finite.
 
-        An out-of-memory error halves the batch size and logs a warning; later calls start from the
-        size that fitted, so a long run warns once, not on every batch.
+        The scores of `predict_outputs` (one code path); an out-of-memory error halves the batch size.
+        """
+        return self.predict_outputs(inputs, batch_size=batch_size).scores
+
+    def predict_outputs(self, inputs: np.ndarray, *, batch_size: int | None = None) -> Prediction:
+        """Scores (b, Z) and, when `features_output` is declared, features (b, D) for prepared `inputs`, in batches.
+
+        Scores are checked: (batch, Z), Z = len(labels), floating, finite; features: (batch, D), floating,
+        finite, the same D in every batch. An out-of-memory error halves the batch size and logs a warning;
+        later calls start from the size that fitted, so a long run warns once, not on every batch.
         """
         if self.needs_probe:
             raise CheckpointError(f"{self.path}: layout unknown; call probe_layout on one record first")
@@ -321,6 +460,7 @@ class Checkpoint:
             raise InputError(f"{self.path}: model inputs must be (batch, leads, time) or (batch, time, leads)")
         size = self.static_batch or max(1, min(int(batch_size or self.batch_size), self._memory_limit or 1 << 62))
         results: list[np.ndarray] = []
+        feature_parts: list[np.ndarray] = []
         start = 0
         while start < len(inputs):
             chunk = inputs[start : start + size]
@@ -348,30 +488,47 @@ class Checkpoint:
                 raise
             except Exception as error:
                 raise CheckpointError(f"{self.path}: forward pass failed ({one_line(error)})") from None
-            problem = self._output_problem(outputs, len(chunk))
+            scores, features = self._select(outputs)
+            problem = self._output_problem(scores, len(chunk))
+            if problem is None and features is not None:
+                problem = self._features_problem(features, len(chunk))
             if problem:
                 raise CheckpointError(f"{self.path}: {problem}")
-            results.append(outputs)
+            results.append(scores)
+            if features is not None:
+                feature_parts.append(features)
+                self.features_width = features.shape[1]
             start += len(chunk)
         if not results:
             width = self.output_width or len(self.labels or ())
-            return np.zeros((0, width), dtype=np.float32)
-        outputs = results[0] if len(results) == 1 else np.concatenate(results)
-        self._check_width(outputs.shape[1], where="its outputs")
-        self.output_width = outputs.shape[1]
-        return outputs
+            empty_features = None
+            if self._features_selector is not None:
+                empty_features = np.zeros((0, self.features_width or 0), dtype=np.float32)
+            return Prediction(np.zeros((0, width), dtype=np.float32), empty_features)
+        scores = results[0] if len(results) == 1 else np.concatenate(results)
+        self._check_width(scores.shape[1], where="its outputs")
+        self.output_width = scores.shape[1]
+        features = None
+        if feature_parts:
+            features = feature_parts[0] if len(feature_parts) == 1 else np.concatenate(feature_parts)
+        return Prediction(scores, features)
 
-    def _forward(self, inputs: np.ndarray) -> np.ndarray:
-        return np.asarray(self._forward_padded(inputs))
+    def _forward(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return self._forward_padded(inputs)
 
-    def _forward_padded(self, chunk: np.ndarray) -> np.ndarray:
-        """Run one chunk; a model exported with a fixed batch size gets a zero-padded chunk."""
+    def _forward_padded(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one chunk; a model exported with a fixed batch size gets a zero-padded chunk (outputs cut back)."""
         static = self.static_batch
         if static is None or len(chunk) == static:
-            return np.asarray(self._backend.run(chunk))
+            return self._backend.run(chunk, self._selected)
         padded = np.zeros((static, *chunk.shape[1:]), dtype=chunk.dtype)
         padded[: len(chunk)] = chunk
-        return np.asarray(self._backend.run(padded))[: len(chunk)]
+        outputs = self._backend.run(padded, self._selected)
+        # Batched outputs lose the padding rows; anything else (a constant, a per-model vector) stays as it is.
+        return {
+            name: value[: len(chunk)] if value.ndim and value.shape[0] == static else value
+            for name, value in outputs.items()
+        }
 
     def _output_problem(self, outputs: np.ndarray, count: int) -> str | None:
         """Why outputs for `count` records are unusable, or None."""
@@ -387,6 +544,24 @@ class Checkpoint:
             return f"NaN or infinite outputs for {int((~finite).sum())} of {count} records"
         return None
 
+    def _features_problem(self, features: np.ndarray, count: int) -> str | None:
+        """Why the features output for `count` records is unusable, or None."""
+        name = self._features_name
+        if features.ndim != 2 or features.shape[0] != count:
+            return (
+                f"features output {name!r} has shape {tuple(features.shape)} for a batch of {count}; "
+                "melep needs (batch, D) features"
+            )
+        if not np.issubdtype(features.dtype, np.floating):
+            return f"features output {name!r} is of type {features.dtype}; melep needs floating-point features"
+        if self.features_width is not None and features.shape[1] != self.features_width:
+            width = features.shape[1]
+            return f"features output {name!r} gives {width} values per record, earlier {self.features_width}"
+        finite = np.isfinite(features).all(axis=1)
+        if not finite.all():
+            return f"NaN or infinite features in output {name!r} for {int((~finite).sum())} of {count} records"
+        return None
+
     def _width_message(self, width: int) -> str:
         if self.metadata.labels is not None:
             return f"outputs {width} scores per record but its metadata names {len(self.metadata.labels)} labels"
@@ -399,8 +574,3 @@ class Checkpoint:
 
     def __repr__(self) -> str:
         return f"Checkpoint(name={self.name!r}, format={self.format!r}, device={self.device!r}, path='{self.path}')"
-
-
-def _static_width(backend: Backend) -> bool:
-    shape = backend.output.shape
-    return shape is not None and len(shape) == 2 and shape[1] is not None

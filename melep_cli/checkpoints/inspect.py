@@ -7,38 +7,55 @@ from typing import Any
 
 import numpy as np
 
-from melep_cli.checkpoints.checkpoint import DEFAULT_PROBE_SAMPLES, load_checkpoint
+from melep_cli.checkpoints.checkpoint import DEFAULT_PROBE_SAMPLES, Checkpoint, load_checkpoint
 from melep_cli.checkpoints.metadata import KNOWN_KEYS
 from melep_cli.errors import CheckpointError
 
 
-def inspect_checkpoint(path: str | Path, *, device: str = "auto", strict_device: bool = False) -> dict[str, Any]:
-    """A JSON-ready description: format, input (name, shape, dtype), output width, metadata, device.
+def run_zero_record(checkpoint: Checkpoint) -> tuple[int, CheckpointError | None]:
+    """Run one zero record through `checkpoint` (probing the layout first if needed): its samples and any error.
 
-    `metadata` holds every key's value (defaults filled in where they are known without a target),
-    `defaulted` maps each key that took a default to the value assumed. When neither metadata nor
-    the model fixes the layout or output width, one zero record is run to find them; if that fails,
-    `notes` says why and the values stay null.
+    Finds what only a forward pass tells (layout, output width, a TorchScript model's outputs). The length
+    is the metadata's `samples`, else 10 s at its rate, else DEFAULT_PROBE_SAMPLES.
+    """
+    metadata = checkpoint.metadata
+    samples = metadata.samples or (
+        round(10 * metadata.sampling_rate) if metadata.sampling_rate else DEFAULT_PROBE_SAMPLES
+    )
+    example = np.zeros((1, len(metadata.leads), samples), dtype=metadata.dtype or "float32")
+    try:
+        if checkpoint.needs_probe:
+            checkpoint.probe_layout(example)
+        features_unknown = checkpoint.metadata.features_output is not None and checkpoint.features_width is None
+        if checkpoint.output_width is None or features_unknown:
+            layout_example = example if checkpoint.layout == "NCT" else example.transpose(0, 2, 1)
+            checkpoint.predict_outputs(layout_example, batch_size=1)
+    except CheckpointError as error:
+        return samples, error
+    return samples, None
+
+
+def inspect_checkpoint(path: str | Path, *, device: str = "auto", strict_device: bool = False) -> dict[str, Any]:
+    """A JSON-ready description: format, input (name, shape, dtype), outputs, metadata, device.
+
+    `outputs` lists every model output (name, shape, dtype, role "scores" / "features" / None);
+    `output` is the scores output's name and width. `metadata` holds every key's value (defaults
+    filled in where they are known without a target), `defaulted` maps each key that took a default
+    to the value assumed. When neither metadata nor the model fixes the layout or output width (and
+    always for TorchScript, whose outputs are only known when it runs), one zero record is run to find
+    them; if that fails, `notes` says why and the values stay null.
     """
     checkpoint = load_checkpoint(path, device=device, strict_device=strict_device, warn_defaults=False)
     notes: list[str] = []
     metadata = checkpoint.metadata
-    if checkpoint.needs_probe or checkpoint.output_width is None:
-        samples = metadata.samples or (
-            round(10 * metadata.sampling_rate) if metadata.sampling_rate else DEFAULT_PROBE_SAMPLES
-        )
-        example = np.zeros((1, len(metadata.leads), samples), dtype=metadata.dtype or "float32")
-        try:
-            if checkpoint.needs_probe:
-                checkpoint.probe_layout(example)
-            if checkpoint.output_width is None:
-                layout_example = example if checkpoint.layout == "NCT" else example.transpose(0, 2, 1)
-                checkpoint.predict(layout_example, batch_size=1)
-        except CheckpointError as error:
+    if checkpoint.needs_probe or checkpoint.output_width is None or checkpoint.format != "onnx":
+        samples, error = run_zero_record(checkpoint)
+        if error is not None:
             notes.append(f"a zero record of {samples} samples did not run: {error}")
-        else:
-            if metadata.samples is None:
-                notes.append(f"layout and output width found by running a zero record of {samples} samples")
+        elif metadata.samples is None:
+            notes.append(f"layout and output width found by running a zero record of {samples} samples")
+        if checkpoint.format != "onnx" and checkpoint.output_names is not None:
+            notes.append("output shapes are those of a forward pass of one record")
     metadata = checkpoint.metadata
     values: dict[str, Any] = {}
     for key in KNOWN_KEYS:
@@ -48,14 +65,15 @@ def inspect_checkpoint(path: str | Path, *, device: str = "auto", strict_device:
         values["labels"] = list(checkpoint.labels)
     if values["name"] is None:
         values["name"] = checkpoint.path.stem
-    if checkpoint.output_count > 1:
-        notes.append(f"the model has several outputs; melep uses the first, {checkpoint.output_name!r}")
     return {
         "path": str(checkpoint.path),
         "name": checkpoint.name,
         "format": checkpoint.format,
         "input": checkpoint.input_info,
-        "output": {"name": checkpoint.output_name, "width": checkpoint.output_width},
+        "output": {"name": checkpoint.scores_output, "width": checkpoint.output_width},
+        "outputs": checkpoint.outputs_info,
+        "scores_output": checkpoint.scores_output,
+        "features_output": checkpoint.features_output,
         "metadata": values,
         "defaulted": checkpoint.default_notes(),
         "metadata_origin": metadata.origin,

@@ -35,9 +35,11 @@ KNOWN_KEYS = (
     "source_prevalence",
     "name",
     "description",
+    "scores_output",
+    "features_output",
 )
-#: Keys listed in `defaulted` when absent (source_prevalence has no default: absent means unknown).
-DEFAULTABLE_KEYS = tuple(key for key in KNOWN_KEYS if key != "source_prevalence")
+#: Keys listed in `defaulted` when absent (source_prevalence and features_output have no default: absent means none).
+DEFAULTABLE_KEYS = tuple(key for key in KNOWN_KEYS if key not in ("source_prevalence", "features_output"))
 #: Keys whose default changes results; the others (name, description) default harmlessly.
 CONSEQUENTIAL_KEYS = ("labels", "sampling_rate", "samples", "leads", "layout", "output", "normalization", "dtype")
 
@@ -60,6 +62,8 @@ class CheckpointMetadata:
     source_prevalence: tuple[float, ...] | None = None
     name: str | None = None  # None: the file stem
     description: str | None = None
+    scores_output: str | int | None = None  # None: the only output, or the first
+    features_output: str | int | None = None  # None: no features output
     defaulted: tuple[str, ...] = DEFAULTABLE_KEYS
     origin: str = "none"
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown keys, kept for annotate
@@ -210,6 +214,17 @@ def _prevalence(value: Any) -> tuple[float, ...]:
     return tuple(float(item) for item in value)
 
 
+def _output_selector(value: Any) -> str | int:
+    """An output name (non-empty string) or a non-negative index; which output is checked against the model."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError("must be an output name (a non-empty string) or a non-negative integer index")
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must be a non-empty output name")
+    if isinstance(value, int) and value < 0:
+        raise ValueError("must be a non-negative output index")
+    return value
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError("must be a string")
@@ -228,4 +243,6 @@ _CHECKERS = {
     "source_prevalence": _prevalence,
     "name": _text,
     "description": _text,
+    "scores_output": _output_selector,
+    "features_output": _output_selector,
 }

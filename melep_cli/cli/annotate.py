@@ -74,6 +74,23 @@ def annotate_command(
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Name shown in reports.")] = None,
     description: Annotated[str | None, typer.Option("--description", help="Free text shown in reports.")] = None,
+    scores_output: Annotated[
+        str | None,
+        typer.Option(
+            "--scores-output",
+            help="The model output holding the source-label scores, by the name 'melep inspect' lists "
+            "(TorchScript tuple elements are 0, 1, ...; default: the only output, or the first).",
+            show_default=False,
+        ),
+    ] = None,
+    features_output: Annotated[
+        str | None,
+        typer.Option(
+            "--features-output",
+            help="The model output holding penultimate features (batch, D), by name as for --scores-output.",
+            show_default=False,
+        ),
+    ] = None,
     from_json: Annotated[
         Path | None, typer.Option("--from-json", help="Merge a metadata JSON object from this file first.")
     ] = None,
@@ -108,6 +125,8 @@ def annotate_command(
             source_prevalence=parse_floats(source_prevalence, "--source-prevalence"),
             name=name,
             description=description,
+            scores_output=scores_output,
+            features_output=features_output,
             metadata=document,
             remove=remove or (),
             replace=replace,

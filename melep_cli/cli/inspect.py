@@ -85,8 +85,9 @@ def inspect_command(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Show a checkpoint's format, input, output width, metadata (defaults marked) and device, or a
-    target's records, rates, durations, leads, label prevalence and skipped records."""
+    """Show a checkpoint's format, input, outputs (which holds the scores, which the features), metadata
+    (defaults marked) and device, or a target's records, rates, durations, leads, label prevalence and
+    skipped records."""
     configure_logging(quiet=quiet)
     failed = False
     with cli_errors(debug):
@@ -140,34 +141,46 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
+def _output_text(described: dict[str, Any]) -> str:
+    """One model output as "name  shape [...]  dtype ...  (scores)" for the table."""
+    shape = "unknown" if described["shape"] is None else f"[{', '.join(map(str, described['shape']))}]"
+    role = f"  ({described['role']})" if described["role"] else ""
+    return f"{described['name']}  shape {shape}  dtype {described['dtype'] or 'unknown'}{role}"
+
+
 def _table(document: dict[str, Any]) -> Table:
+    """One checkpoint as a two-column table; values are plain Text, so shapes like [batch, 5] are not Rich markup."""
     table = Table(title=f"{document['name']} ({document['format']})", show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
     declared = document["input"]
     shape = "unknown until it runs" if declared["shape"] is None else f"[{', '.join(map(str, declared['shape']))}]"
-    table.add_row("path", document["path"])
-    table.add_row("input", f"{declared['name']}  shape {shape}  dtype {declared['dtype']}")
-    width = document["output"]["width"]
-    table.add_row("output", f"{document['output']['name']}  width {width if width is not None else 'unknown'}")
-    table.add_row("device", f"{document['device']} ({document['provider']})")
-    table.add_row("metadata from", document["metadata_origin"])
+    table.add_row("path", Text(document["path"]))
+    table.add_row("input", Text(f"{declared['name']}  shape {shape}  dtype {declared['dtype']}"))
+    outputs = document["outputs"]
+    if not outputs:
+        table.add_row("outputs", "unknown until it runs")
+    for index, described in enumerate(outputs):
+        table.add_row("outputs" if index == 0 else "", Text(_output_text(described)))
+    table.add_row("device", Text(f"{document['device']} ({document['provider']})"))
+    table.add_row("metadata from", Text(document["metadata_origin"]))
     defaulted = document["defaulted"]
     for key, value in document["metadata"].items():
         if key in defaulted:
             table.add_row(key, Text(f"{defaulted[key]}  (default)", style="yellow"))
         elif value is not None:
-            table.add_row(key, _value_text(value))
+            table.add_row(key, Text(_value_text(value)))
     for key in document["unknown_keys"]:
         table.add_row(key, Text("unknown key, ignored", style="yellow"))
     for note in document["notes"]:
-        table.add_row("note", note)
+        table.add_row("note", Text(note))
     return table
 
 
 def _csv_rows(documents: list[dict[str, Any]]) -> list[list[Any]]:
     keys = ["labels", "sampling_rate", "samples", "leads", "layout", "output", "normalization", "dtype"]
-    header = ["name", "path", "status", "format", "input_name", "input_shape", "output_width", "device", *keys]
+    header = ["name", "path", "status", "format", "input_name", "input_shape", "output_width"]
+    header += ["scores_output", "features_output", "outputs", "device", *keys]
     header += ["defaulted", "error"]
     rows: list[list[Any]] = [header]
     for document in documents:
@@ -185,6 +198,9 @@ def _csv_rows(documents: list[dict[str, Any]]) -> list[list[Any]]:
                 document["input"]["name"],
                 json.dumps(shape) if shape is not None else "",
                 document["output"]["width"] if document["output"]["width"] is not None else "",
+                document["scores_output"],
+                document["features_output"],
+                " ".join(described["name"] for described in document["outputs"]),
                 document["device"],
                 *[
                     " ".join(map(str, metadata[key])) if isinstance(metadata[key], list) else metadata[key]
