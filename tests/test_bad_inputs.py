@@ -26,7 +26,7 @@ def _stderr_lines(capsys: pytest.CaptureFixture[str]) -> tuple[str, list[str]]:
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert "Traceback" not in captured.err
-    assert all(line.startswith(("melep: warning: ", "melep: error: ")) for line in lines), lines
+    assert all(line.startswith(("melep: warning: ", "melep: error: ", "melep: wrote ")) for line in lines), lines
     return captured.out, lines
 
 

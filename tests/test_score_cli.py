@@ -97,6 +97,7 @@ def test_csv_output_is_one_row_with_per_label_columns(problem: dict, capsys: pyt
 def test_output_file_is_written(problem: dict, capsys: pytest.CaptureFixture[str]) -> None:
     d = problem["dir"]
     target = d / "out" / "score.json"
+    target.parent.mkdir()  # --output creates no directory
     code, out, _ = _score(capsys, str(d / "logits.npy"), str(d / "labels.npy"), "-f", "json", "-o", str(target))
     assert code == 0 and out == ""
     assert json.loads(target.read_text())["records"] == 90

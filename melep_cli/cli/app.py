@@ -6,19 +6,27 @@ errors; 3 an internal error (a bug: rerun with --debug and report it); 130 inter
 
 from __future__ import annotations
 
+import contextvars
 import enum
+import functools
+import inspect
 import io
 import logging
+import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Annotated
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typer.core import TyperCommand
 
 from melep_cli.errors import MelepError, UsageError
 
@@ -28,7 +36,19 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
-app = typer.Typer(
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+class _Typer(typer.Typer):
+    """typer.Typer whose commands are `OutputCheckedCommand`s: every `--output` is checked before a command runs."""
+
+    def command(  # type: ignore[override]
+        self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Callable[[_Function], _Function]:
+        return super().command(name, cls=cls or OutputCheckedCommand, **kwargs)
+
+
+app = _Typer(
     name="melep",
     help=(
         "Rank pre-trained ECG checkpoints for a new multi-label task with MELEP "
@@ -56,11 +76,37 @@ class OutputFormat(str, enum.Enum):
     json = "json"
     csv = "csv"
 
+    def __str__(self) -> str:
+        # The value, as on the command line: Typer versions that convert str(value) back find the member.
+        return self.value
+
+
+#: --output extensions that choose the format when --format is not given. There is no markdown
+#: format, so .md/.markdown files get the table as plain text, like .txt.
+EXTENSION_FORMATS = {
+    ".json": OutputFormat.json,
+    ".csv": OutputFormat.csv,
+    ".txt": OutputFormat.table,
+    ".md": OutputFormat.table,
+    ".markdown": OutputFormat.table,
+}
+#: Extensions that promise one format, so another explicit --format contradicts them (a .txt or .md
+#: file can hold any text).
+_STRICT_EXTENSIONS = (".json", ".csv")
+#: Files a command reads from a directory input: checkpoints, WFDB/Challenge records, PTB-XL tables.
+RECORD_SUFFIXES = (".hea", ".dat", ".mat", ".csv")
+
 
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings on stderr.")]
 FormatOption = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="Output format on stdout.", case_sensitive=False)
+    OutputFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Output format. With --output and no --format: json for .json, csv for .csv, else table.",
+        case_sensitive=False,
+    ),
 ]
 
 
@@ -143,14 +189,213 @@ WeightingOption = Annotated[
 ]
 OutputFileOption = Annotated[
     Path | None,
-    typer.Option("--output", "-o", help="Write the result to this file (atomically) instead of stdout."),
+    typer.Option(
+        "--output",
+        "-o",
+        help="Write the result to this file (atomically) instead of stdout. Its directory must exist, and it "
+        "may not be one of the command's inputs.",
+    ),
 ]
 
 
+class _Reads:
+    """`Annotated` marker of a str parameter naming a file the command reads (FILE or FILE:DATASET).
+
+    Path parameters are inputs anyway; this marks the ones typed str, such as `score`'s arrays.
+    """
+
+    def __repr__(self) -> str:
+        return "READS"
+
+
+READS = _Reads()
+
+
+def output_format_for(explicit: OutputFormat | None, output: Path | None) -> OutputFormat:
+    """The format to write: `explicit` (--format) if given, else the one `output`'s extension names, else table.
+
+    An explicit format that contradicts a .json or .csv extension is a UsageError.
+    """
+    suffix = output.suffix.lower() if output is not None else ""
+    implied = EXTENSION_FORMATS.get(suffix)
+    if explicit is None:
+        return implied or OutputFormat.table
+    if implied is not None and implied is not explicit and suffix in _STRICT_EXTENSIONS:
+        raise UsageError(
+            f"--format {explicit.value} contradicts --output {output} (a {suffix} file is {implied.value}); "
+            "drop --format or change the extension"
+        )
+    return explicit
+
+
+def check_output_path(output: str | Path, inputs: Iterable[Any], *, option: str = "--output") -> None:
+    """Refuse, as a UsageError, an output file that cannot be written or would replace an input.
+
+    Refused: an existing directory; a parent directory that does not exist (none is created); a
+    file that is one of `inputs` - the same path once resolved, or the same file through a symlink
+    or hard link - or the `<stem>.json` metadata sidecar of an input checkpoint. An input that is
+    a directory protects the existing files in or below it that a command reads there (checkpoint
+    suffixes, `.hea`/`.dat`/`.mat`/`.csv` records and tables, checkpoint sidecars); other files
+    in it, such as an earlier result, may be replaced. `inputs` holds paths, FILE:DATASET strings
+    (FILE is the input) or lists of them; None is skipped. Cheap, so commands run it before any work.
+    """
+    output = Path(output)
+    if output.is_dir():
+        raise UsageError(f"{output}: is a directory; {option} needs a file name")
+    parent = output.parent
+    if not parent.is_dir():
+        problem = "not a directory" if parent.exists() else "no such directory"
+        raise UsageError(f"{parent}: {problem} (for {option} {output}); create it first")
+    for given in _input_paths(inputs):
+        reason = _read_by_command(output, given)
+        if reason is not None:
+            raise UsageError(f"{output}: {reason}; choose another {option}")
+
+
+def _input_paths(value: Any) -> Iterator[Path]:
+    """Every path `value` names: itself, the FILE of a FILE:DATASET string, each item of a list."""
+    if value is None:
+        return
+    if isinstance(value, str | PurePath):
+        text = str(value)
+        yield Path(text)
+        head, colon, _ = text.rpartition(":")
+        if colon and head:
+            yield Path(head)
+    elif isinstance(value, Iterable):
+        for item in value:
+            yield from _input_paths(item)
+
+
+def _read_by_command(output: Path, given: Path) -> str | None:
+    """Why writing `output` would replace something read through the input `given`, or None."""
+    from melep_cli.checkpoints.discovery import CHECKPOINT_SUFFIXES
+    from melep_cli.checkpoints.metadata import sidecar_path
+
+    if given.is_dir():
+        if not output.is_file() or not output.resolve().is_relative_to(given.resolve()):
+            return None
+        if output.suffix.lower() in CHECKPOINT_SUFFIXES + RECORD_SUFFIXES:
+            return f"is an input of this command (read from {given})"
+        if output.suffix.lower() == ".json":
+            for suffix in CHECKPOINT_SUFFIXES:
+                for spelling in (suffix, suffix.upper()):
+                    if output.with_suffix(spelling).is_file():
+                        return f"is the metadata sidecar of {output.with_suffix(spelling)}, an input of this command"
+        return None
+    if _same_file(output, given):
+        return "is an input of this command"
+    if given.suffix.lower() in CHECKPOINT_SUFFIXES and _same_file(output, sidecar_path(given)):
+        return f"is the metadata sidecar of {given}, an input of this command"
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same path once resolved, or (both existing) the same file by device and inode."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class _Roles:
+    """Which parameters of a command function are its --output, --format, --quiet and inputs."""
+
+    output: str | None = None
+    format: str | None = None
+    quiet: str | None = None
+    inputs: tuple[str, ...] = field(default=())
+
+
+def _option_info(alias: Any) -> Any:
+    """The typer.Option object of a shared `Annotated` alias: a parameter uses the alias if it holds that object."""
+    return alias.__metadata__[0]
+
+
+@functools.cache
+def _roles(function: Callable[..., Any]) -> _Roles:
+    """Read the roles off the function's annotations: the shared Annotated aliases, READS, Path types."""
+    output = format_ = quiet = None
+    inputs: list[str] = []
+    for name, hint in typing.get_type_hints(function, include_extras=True).items():
+        metadata = getattr(hint, "__metadata__", ())
+        if any(item is _option_info(OutputFileOption) for item in metadata):
+            output = name
+        elif any(item is _option_info(FormatOption) for item in metadata):
+            format_ = name
+        elif any(item is _option_info(QuietOption) for item in metadata):
+            quiet = name
+        elif name != "return" and (READS in metadata or _names_paths(typing.get_args(hint)[0] if metadata else hint)):
+            inputs.append(name)
+    return _Roles(output=output, format=format_, quiet=quiet, inputs=tuple(inputs))
+
+
+def _names_paths(hint: Any) -> bool:
+    """True for Path, Path | None, list[Path] and the like."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType, list, tuple, Sequence):
+        return any(_names_paths(argument) for argument in typing.get_args(hint) if argument is not type(None))
+    return isinstance(hint, type) and issubclass(hint, PurePath)
+
+
+@dataclass(frozen=True)
+class _Writing:
+    """What `emit` needs to announce a written file: the resolved format, and whether --quiet was given."""
+
+    format: OutputFormat | None
+    quiet: bool
+
+
+_WRITING: contextvars.ContextVar[_Writing | None] = contextvars.ContextVar("melep_writing", default=None)
+
+
+class OutputCheckedCommand(TyperCommand):
+    """A command whose `OutputFileOption` is checked, and its format resolved, before the command runs.
+
+    Every command of `app` is one, so no command repeats this: `check_output_path` against the
+    command's inputs (its Path parameters and those marked READS), then `output_format_for` from
+    --format only if it was given on the command line, else from the extension. A problem is one
+    error line and exit 2 before any work (a long `rank` never starts).
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        roles = _roles(inspect.unwrap(self.callback)) if self.callback is not None else _Roles()
+        if roles.output is None:
+            return super().invoke(ctx)
+        output = ctx.params.get(roles.output)
+        output = Path(output) if output is not None else None
+        resolved = None
+        try:
+            if output is not None:
+                check_output_path(output, [ctx.params.get(name) for name in roles.inputs])
+            if roles.format is not None:
+                given = ctx.params.get(roles.format)
+                defaulted = getattr(ctx.get_parameter_source(roles.format), "name", "DEFAULT") == "DEFAULT"
+                explicit = None if given is None or defaulted else OutputFormat(given)
+                resolved = output_format_for(explicit, output)
+                ctx.params[roles.format] = resolved
+        except MelepError as error:
+            raise fail(str(error), error.exit_code) from None
+        quiet = bool(ctx.params.get(roles.quiet)) if roles.quiet is not None else False
+        token = _WRITING.set(_Writing(format=resolved, quiet=quiet))
+        try:
+            return super().invoke(ctx)
+        finally:
+            _WRITING.reset(token)
+
+
 def emit(text: str | None, renderables: Sequence[RenderableType], output: Path | None) -> None:
-    """Print machine-readable `text`, or else the Rich `renderables`, to stdout or to `output`."""
+    """Print machine-readable `text`, or else the Rich `renderables`, to stdout or to `output`.
+
+    Writing `output` ends with one stderr line `melep: wrote FILE (FORMAT)` (none with --quiet), so
+    a run with -o does not end silently.
+    """
     from melep_cli.atomic import atomic_write_text
 
+    kind = "table" if text is None else None
     if text is None:
         if output is None and stdout_console.is_terminal:
             for renderable in renderables:
@@ -161,11 +406,20 @@ def emit(text: str | None, renderables: Sequence[RenderableType], output: Path |
         for renderable in renderables:
             file_console.print(renderable)
         text = file_console.file.getvalue()  # type: ignore[attr-defined]
-    if output is not None:
-        atomic_write_text(output, text)
-    else:
+    if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
+        return
+    try:
+        atomic_write_text(output, text, make_parents=False)  # check_output_path found the directory
+    except OSError as error:
+        raise UsageError(f"{output}: cannot write ({error.strerror or error})") from None
+    writing = _WRITING.get()
+    if writing is not None and writing.quiet:
+        return
+    if kind is None and writing is not None and writing.format is not None:
+        kind = writing.format.value
+    stderr_console.print(f"melep: wrote {output}" + (f" ({kind})" if kind else ""), markup=False, highlight=False)
 
 
 def parse_floats(value: str | None, option: str) -> list[float] | None:

@@ -15,6 +15,7 @@ from melep_cli.cli.app import (
     OutputFormat,
     QuietOption,
     app,
+    check_output_path,
     cli_errors,
     configure_logging,
     emit,
@@ -93,6 +94,8 @@ def convert_command(
     """Write SOURCE (HDF5, WFDB/Challenge or PTB-XL) to OUTPUT in melep's HDF5 layout, optionally resampled and cut."""
     configure_logging(quiet=quiet)
     with cli_errors(debug):
+        # OUTPUT is an argument, not the shared --output: checked here, before the long decode.
+        check_output_path(output, [source, labels_csv], option="OUTPUT")
         options = target_kwargs(
             target_format=target_format,
             labels=labels,

@@ -8,6 +8,7 @@ import typer
 
 from melep_cli import report
 from melep_cli.cli.app import (
+    READS,
     ActivationName,
     DebugOption,
     FormatOption,
@@ -28,8 +29,8 @@ from melep_cli.score import score
 
 @app.command("score")
 def score_command(
-    outputs: Annotated[str, typer.Argument(help="Model outputs, n x Z: .npy, .csv or file.h5:dataset.")],
-    labels: Annotated[str, typer.Argument(help="Target labels, n x Y of 0/1: .npy, .csv or file.h5:dataset.")],
+    outputs: Annotated[str, typer.Argument(help="Model outputs, n x Z: .npy, .csv or file.h5:dataset."), READS],
+    labels: Annotated[str, typer.Argument(help="Target labels, n x Y of 0/1: .npy, .csv or file.h5:dataset."), READS],
     activation: Annotated[
         ActivationName,
         typer.Option("--activation", "-a", help="How outputs become probabilities.", case_sensitive=False),
