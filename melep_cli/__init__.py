@@ -2,7 +2,10 @@
 
 The Python API mirrors the CLI, command for command:
 
-- `melep_cli.rank(checkpoints, target, ...)` is `melep rank` (a `RankReport`);
+- `melep_cli.rank(checkpoints, target, ...)` is `melep rank` (a `RankReport`): stage 1 then stage 2;
+- `melep_cli.forward(checkpoints, target, ...)` is `melep forward` (a `ForwardReport`): stage 1 alone, the
+  forward passes, their outputs kept in the outputs store (`OutputsStore`, `melep cache`);
+- `melep_cli.scores`: stage 2, scores from stored outputs (`MelepScore`, `ModelOutputs`);
 - `melep_cli.score(outputs, labels, ...)` is `melep score`;
 - `melep_cli.inspect_checkpoint(path)` / `melep_cli.inspect_target(path)` are `melep inspect`;
 - `melep_cli.annotate_checkpoint(path, ...)` is `melep annotate`;
@@ -20,24 +23,35 @@ from melep_cli.checkpoints import (
     load_checkpoint,
 )
 from melep_cli.errors import CheckpointError, InputError, MelepError, TargetError, UsageError
+from melep_cli.forward import DEFAULT_CACHE, ForwardReport, ForwardResult, forward
 from melep_cli.metric import MelepAccumulator, MelepResult, activate, binary_entropy, melep
 from melep_cli.preprocess import InputSpec, prepare
 from melep_cli.rank import RankReport, rank
 from melep_cli.score import score
+from melep_cli.scores import SCORES, MelepScore, ModelOutputs, ScoreValue
+from melep_cli.store import OutputsStore, default_cache_dir
 from melep_cli.targets import Batch, Target, convert, inspect_target, open_target
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_CACHE",
+    "SCORES",
     "Batch",
     "Checkpoint",
     "CheckpointError",
+    "ForwardReport",
+    "ForwardResult",
     "InputError",
     "InputSpec",
     "MelepAccumulator",
     "MelepError",
     "MelepResult",
+    "MelepScore",
+    "ModelOutputs",
+    "OutputsStore",
     "RankReport",
+    "ScoreValue",
     "Target",
     "TargetError",
     "UsageError",
@@ -46,7 +60,9 @@ __all__ = [
     "annotate_checkpoint",
     "binary_entropy",
     "convert",
+    "default_cache_dir",
     "discover_checkpoints",
+    "forward",
     "inspect_checkpoint",
     "inspect_target",
     "load_checkpoint",

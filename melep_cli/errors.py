@@ -11,6 +11,11 @@ class MelepError(Exception):
     """Base of every error the library raises on purpose."""
 
     exit_code = 2
+    #: Where the problem lies when it stops one checkpoint in `rank`: "checkpoint" (its own), or "target" /
+    #: "machine" (every checkpoint that meets it fails alike: when it stops them all, it is one error).
+    scope = "checkpoint"
+    #: The problem without the file it was met in, for that one error.
+    reason: str | None = None
 
 
 class UsageError(MelepError):
@@ -32,3 +37,23 @@ class CheckpointError(MelepError):
     """
 
     exit_code = 1
+
+
+class MissingLeadsError(InputError):
+    """The target lacks leads a checkpoint needs: a problem of the target when no checkpoint finds its leads."""
+
+    scope = "target"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.reason = message
+
+
+class DeviceUnavailableError(CheckpointError):
+    """The device asked for (with no fallback) cannot run this checkpoint's runtime: a problem of the machine."""
+
+    scope = "machine"
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.reason = reason

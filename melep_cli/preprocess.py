@@ -13,7 +13,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from melep_cli.errors import InputError
+from melep_cli.errors import InputError, MissingLeadsError
 
 #: The standard 12 leads in the usual order: the default of checkpoint metadata and target files.
 STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -52,9 +52,19 @@ class InputSpec:
             raise InputError("an input spec needs at least one lead")
 
 
+#: Other names real files give the standard leads (after case folding and dropping a 'lead' prefix):
+#: CODE-15% and Brazilian exports write DI, DII, DIII; some write D1, D2, D3; Holter records MLII (modified II).
+LEAD_ALIASES = {"di": "i", "dii": "ii", "diii": "iii", "d1": "i", "d2": "ii", "d3": "iii", "mlii": "ii"}
+
+
 def lead_key(name: str) -> str:
-    """Lead names compare case-insensitively ('aVR' == 'AVR'), ignoring surrounding spaces."""
-    return name.strip().casefold()
+    """Lead names compare case-insensitively ('aVR' == 'AVR'), ignoring spaces, a 'lead' prefix ('Lead II',
+    'lead_V1') and the aliases of LEAD_ALIASES ('DII' == 'II')."""
+    key = name.strip().casefold()
+    for prefix in ("lead ", "lead_", "lead-"):
+        if key.startswith(prefix):
+            key = key[len(prefix) :].strip()
+    return LEAD_ALIASES.get(key, key)
 
 
 def lead_indices(available: Sequence[str], wanted: Sequence[str]) -> list[int]:
@@ -64,7 +74,7 @@ def lead_indices(available: Sequence[str], wanted: Sequence[str]) -> list[int]:
         positions.setdefault(lead_key(name), index)
     missing = [name for name in wanted if lead_key(name) not in positions]
     if missing:
-        raise InputError(
+        raise MissingLeadsError(
             f"the target has no lead {', '.join(repr(name) for name in missing)} "
             f"(it has {', '.join(available) or 'none'})"
         )

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.table import Table
+from rich.text import Text
 
 from melep_cli.metric import MelepResult
 
 if TYPE_CHECKING:
+    from melep_cli.forward import ForwardReport
     from melep_cli.rank import CheckpointOutcome, RankReport
 
 
@@ -173,6 +175,8 @@ def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = Fa
         entry["device"] = outcome.device
         entry["precision"] = outcome.precision
         entry["seconds"] = round(outcome.seconds, 6)
+        entry["cached"] = outcome.cached
+        entry["entry"] = str(outcome.entry) if outcome.entry is not None else None
         results.append(entry)
     document: dict[str, Any] = {
         "target": {
@@ -186,6 +190,8 @@ def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = Fa
         "weighting": report.weighting,
         "results": results,
         "seconds": round(report.seconds, 6),
+        "cache": str(report.cache) if report.cache is not None else None,
+        "forward_passes": report.forward_passes,
     }
     if not per_label:
         for entry in results:
@@ -269,7 +275,11 @@ def rank_table(report: RankReport, *, top: int | None = None) -> Table:
         seconds = f"{outcome.seconds:.2f}"
         table.add_row("—", outcome.name, _format_text(outcome), "[red]error[/red]", "", "", "", seconds)
     labels = ", ".join(f"{name} {p:.1%}" for name, p in zip(target.labels, target.prevalence))
-    table.caption = f"{target.records} records; target labels (prevalence): {labels}"
+    caption = f"{target.records} records; target labels (prevalence): {labels}"
+    cached = sum(1 for outcome in report.outcomes if outcome.cached)
+    if cached:
+        caption += f"; outputs of {cached} of {len(report.outcomes)} checkpoints read from the cache {report.cache}"
+    table.caption = caption
     return table
 
 
@@ -302,4 +312,79 @@ def rank_per_label_table(report: RankReport, *, top: int | None = None) -> Table
             for value in values
         ]
         table.add_row(label, f"{report.target.prevalence[index]:.3f}", *cells)
+    return table
+
+
+# melep forward ---------------------------------------------------------------------------------
+
+
+def forward_to_dict(report: ForwardReport) -> dict[str, Any]:
+    """The JSON document of `melep forward`: per checkpoint, where its outputs are stored and what they are."""
+    target = report.target
+    results = []
+    for result in report.results:
+        entry: dict[str, Any] = {
+            "checkpoint": result.name,
+            "path": str(result.path),
+            "format": result.format,
+            "status": result.status,
+        }
+        if result.outputs is not None:
+            entry.update(
+                records=int(result.outputs.shape[0]),
+                outputs=int(result.outputs.shape[1]),
+                features=int(result.features.shape[1]) if result.features is not None else None,
+                source_labels=list(result.source_labels or ()),
+                input_specs=result.input_specs,
+            )
+        else:
+            entry["error"] = result.error
+        entry.update(
+            cached=result.cached,
+            entry=str(result.entry) if result.entry is not None else None,
+            device=result.device,
+            precision=result.precision,
+            seconds=round(result.seconds, 6),
+        )
+        results.append(entry)
+    return {
+        "target": {
+            "path": str(target.path),
+            "format": target.format,
+            "records": len(target),
+            "skipped": [{"record": record, "reason": reason} for record, reason in [*target.excluded, *report.skipped]],
+        },
+        "cache": str(report.cache) if report.cache is not None else None,
+        "forward_passes": report.forward_passes,
+        "results": results,
+        "seconds": round(report.seconds, 6),
+    }
+
+
+def forward_table(report: ForwardReport) -> Table:
+    """One row per checkpoint: whether its outputs were computed now or read from the store, and their shape."""
+    table = Table(title=Text(f"Forward passes on {report.target.path}"), header_style="bold")
+    for column, justify in (
+        ("checkpoint", "left"),
+        ("format", "left"),
+        ("outputs", "left"),
+        ("records", "right"),
+        ("Z", "right"),
+        ("seconds", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for result in report.results:
+        if result.outputs is None:
+            table.add_row(Text(result.name), result.format or "", Text("error", style="red"), "", "", "")
+            continue
+        table.add_row(
+            Text(result.name),
+            result.format or "",
+            "from the cache" if result.cached else "computed",
+            str(result.outputs.shape[0]),
+            str(result.outputs.shape[1]),
+            f"{result.seconds:.2f}",
+        )
+    where = f"stored in {report.cache}" if report.cache is not None else "not stored (no cache)"
+    table.caption = Text(f"{report.forward_passes} forward pass(es) run; outputs {where}")
     return table

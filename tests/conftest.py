@@ -13,6 +13,15 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PTBXL = SHARED_DATA / "ptbxl"
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own outputs store (subprocesses inherit it): never the user's ~/.cache, never another
+    test's entries."""
+    directory = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("MELEP_CACHE", str(directory))
+    return directory
+
+
 @pytest.fixture(scope="session")
 def ptbxl_dir() -> Path:
     """../shared/data/ptbxl, or the test is skipped."""

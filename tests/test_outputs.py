@@ -561,3 +561,31 @@ def test_cli_annotate_sets_the_outputs_and_refuses_unknown_names(heads, tmp_path
     assert script.read_bytes() == before
     assert run(["annotate", str(script), "--scores-output", ""]) == 2
     assert "'scores_output'" in one_error_line(capsys.readouterr().err)
+
+
+# ----- the forward stage stores the features beside the scores ----------------------------------------
+@pytest.mark.parametrize("source", ["onnx", "dict"])
+def test_forward_stores_the_declared_features_in_the_cache(heads, tmp_path, source):
+    import h5py
+
+    from melep_cli import forward, open_target, prepare, rank
+
+    target_path = Path(__file__).resolve().parents[1] / "sample_data" / "ptbxl_target.h5"
+    metadata = {"samples": SAMPLES, "features_output": "features"}
+    if source == "dict":
+        metadata["scores_output"] = "logits"
+    checkpoint = copy_with(heads[source], tmp_path, metadata)
+    cache = tmp_path / "cache"
+    (result,) = forward([checkpoint], target_path, cache=cache).results
+    assert result.status == "ok" and result.features is not None and result.features.shape == (300, FEATURES)
+    target = open_target(target_path)
+    signals = np.concatenate([batch.signals for batch in target.batches(300)])
+    spec = load_checkpoint(checkpoint, device="cpu", warn_defaults=False).input_spec(sampling_rate=100, samples=1000)
+    scores, features = eager_heads(heads["module"], prepare(signals, 100, target.leads, spec))
+    with h5py.File(result.entry, "r") as entry:
+        np.testing.assert_allclose(entry["features"][()], features, atol=1e-5)
+        np.testing.assert_allclose(entry["outputs"][()], scores, atol=1e-5)
+    (again,) = forward([checkpoint], target_path, cache=cache).results
+    assert again.cached and again.features is not None
+    np.testing.assert_array_equal(again.features, result.features)
+    assert rank([checkpoint], target_path, cache=cache).ok[0].cached

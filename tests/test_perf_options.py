@@ -121,17 +121,17 @@ def test_onnx_threads_stop_spinning_when_models_share_the_cores(monkeypatch: pyt
 
     import importlib
 
-    rank_module = importlib.import_module("melep_cli.rank")
+    forward_module = importlib.import_module("melep_cli.forward")
     seen: list[bool] = []
-    original = rank_module.load_checkpoint
+    original = forward_module.load_checkpoint
 
     def recording(*args, **kwargs):
         seen.append(kwargs["share_cores"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(rank_module, "load_checkpoint", recording)
-    rank([ONNX], TARGET, device="cpu")
-    rank([ONNX, TORCHSCRIPT], TARGET, device="cpu")
+    monkeypatch.setattr(forward_module, "load_checkpoint", recording)
+    rank([ONNX], TARGET, device="cpu", cache=None)
+    rank([ONNX, TORCHSCRIPT], TARGET, device="cpu", cache=None)
     assert seen == [False, True, True]
 
 

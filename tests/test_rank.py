@@ -133,8 +133,8 @@ def test_wfdb_and_hdf5_forms_of_the_same_records_give_the_same_scores(
 def test_the_same_inputs_give_the_same_json_apart_from_timing(capsys: pytest.CaptureFixture[str]) -> None:
     options = [item for path in sorted(CHECKPOINTS.glob("*.onnx")) for item in ("-c", str(path))]
     options += ["-t", str(TARGET), "-q"]
-    _, first, _ = _rank_json(capsys, *options)
-    _, second, _ = _rank_json(capsys, *options, "--batch-size", "37")
+    _, first, _ = _rank_json(capsys, *options, "--no-cache")
+    _, second, _ = _rank_json(capsys, *options, "--batch-size", "37", "--no-cache")
 
     def without_timing(document: dict) -> dict:
         document = json.loads(json.dumps(document))
@@ -169,6 +169,7 @@ def test_the_target_is_decoded_once_for_all_checkpoints(monkeypatch: pytest.Monk
 def test_csv_table_and_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     checkpoint = str(next(CHECKPOINTS.glob("*.onnx")))
     output = tmp_path / "out" / "rank.csv"
+    output.parent.mkdir()
     code = run(["rank", "-c", checkpoint, "-t", str(TARGET), "-f", "csv", "--per-label", "-o", str(output), "-q"])
     assert code == 0
     assert capsys.readouterr().out == ""
@@ -196,123 +197,6 @@ def test_bad_target_and_usage_errors_exit_2(tmp_path: Path, capsys: pytest.Captu
         assert len(err) == 1 and err[0].startswith("melep: error: ") and fragment in err[0], err
 
 
-def _counted_batches(target, batch_size: int, produced: list[int]):
-    for batch in target.batches(batch_size):
-        produced.append(len(batch))
-        yield batch
-
-
-def test_decoding_runs_ahead_within_its_memory_budget() -> None:
-    import threading
-    import time
-
-    from melep_cli.rank import _Prefetch
-
-    target = open_target(SAMPLE / "ptbxl_target.h5")
-    batch_bytes = 32 * 1000 * 12 * 4  # a batch of 32 records of 10 s at 100 Hz, float32
-    # Queued ahead: two batches at least, else as many as the budget holds, plus the one decoded and waiting.
-    for budget, expected_ahead in ((1, 3), (5 * batch_bytes, 6), (1 << 40, 10)):
-        produced: list[int] = []
-        prefetch = _Prefetch(_counted_batches(target, 32, produced), budget=budget)
-        deadline = time.monotonic() + 30
-        while len(produced) < expected_ahead and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)  # would it decode more than the budget allows?
-        assert len(produced) == expected_ahead, (budget, produced)  # nothing consumed yet: it waits
-        consumed = [len(batch) for batch, _ in prefetch]
-        assert consumed == produced and sum(consumed) == len(target)
-        prefetch.close()
-    names = [thread.name for thread in threading.enumerate()]
-    assert "melep-decode" not in names
-
-
-def test_closing_early_stops_the_decode_thread() -> None:
-    import threading
-
-    from melep_cli.rank import _Prefetch
-
-    target = open_target(SAMPLE / "ptbxl_target.h5")
-    prefetch = _Prefetch(target.batches(8), budget=1)
-    first, _ = next(iter(prefetch))
-    assert len(first) == 8
-    prefetch.close()
-    assert "melep-decode" not in [thread.name for thread in threading.enumerate()]
-
-
-@pytest.mark.parametrize(
-    ("workers", "budget_batches", "expected_ahead"),
-    [(1, 2.5, 2), (2, 2.5, 2), (3, 0, 3), (1, 0, 1)],  # one batch per worker always; beyond that, the byte budget
-)
-def test_inputs_are_prepared_ahead_within_their_budget_and_equal_preparing_inline(
-    monkeypatch: pytest.MonkeyPatch, workers: int, budget_batches: float, expected_ahead: int
-) -> None:
-    import importlib
-    import threading
-    import time
-
-    from melep_cli.preprocess import STANDARD_LEADS, InputSpec
-    from melep_cli.rank import _Prefetch
-
-    rank_module = importlib.import_module("melep_cli.rank")  # melep_cli.rank is also the function
-    target = open_target(TARGET)
-    specs = [
-        InputSpec(100, 1000, STANDARD_LEADS, "NCT", "zscore", "float32"),
-        InputSpec(250, None, STANDARD_LEADS[:6], "NTC", "none", "float64"),
-    ]
-    per_batch = 32 * 12 * 1000 * 4 + 32 * 6 * 2500 * 8  # bytes of both prepared inputs of a full batch
-    calls: list[InputSpec] = []
-    original = rank_module.prepare
-
-    def counted(signals, sampling_rate, leads, spec):
-        calls.append(spec)
-        return original(signals, sampling_rate, leads, spec)
-
-    monkeypatch.setattr(rank_module, "prepare", counted)
-    prefetch = _Prefetch(target.batches(32), budget=1 << 40, prepare_budget=int(budget_batches * per_batch))
-    prefetch.prepare_ahead(lambda batch: specs, workers=workers)
-    deadline = time.monotonic() + 30
-    while len(calls) < expected_ahead * len(specs) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.2)  # would it prepare more than the budget allows?
-    assert len(calls) == expected_ahead * len(specs)  # nothing consumed yet
-    batches = 0
-    for batch, prepared in prefetch:
-        assert set(prepared) == set(specs)
-        for spec in specs:
-            inline = original(batch.signals, batch.sampling_rate, batch.leads, spec)
-            np.testing.assert_array_equal(prepared[spec].result(), inline)
-        batches += 1
-    assert len(calls) == batches * len(specs)  # each batch prepared once per spec, by the pool
-    prefetch.close()
-    assert not [thread.name for thread in threading.enumerate() if thread.name.startswith("melep-")]
-
-
-def test_rank_scores_do_not_depend_on_preparing_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-
-    from melep_cli.rank import _Prefetch
-
-    rank_module = importlib.import_module("melep_cli.rank")
-    pooled: list[int] = []
-    original = rank_module._prepare_batch
-
-    def counted(batch, spec):
-        pooled.append(len(batch))
-        return original(batch, spec)
-
-    # The CinC records are at 500 Hz: every sample checkpoint's input is resampled, in several specs; batches of 4.
-    monkeypatch.setattr(rank_module, "_prepare_batch", counted)
-    ahead = rank([CHECKPOINTS], CINC, min_positives=2, batch_size=4)
-    assert sum(pooled) >= len(ahead.outcomes) // 2 * ahead.target.records  # most inputs came from the pool
-    monkeypatch.setattr(_Prefetch, "prepare_ahead", lambda self, specs_for, workers: None)
-    inline = rank([CHECKPOINTS], CINC, min_positives=2, batch_size=4)
-    assert [o.name for o in ahead.outcomes] == [o.name for o in inline.outcomes]
-    for first, second in zip(ahead.outcomes, inline.outcomes):
-        assert first.status == second.status == "ok", (first.error, second.error)
-        assert first.melep == second.melep
-        np.testing.assert_array_equal(first.result.per_label, second.result.per_label)
-
-
 def test_a_checkpoint_wanting_a_lead_the_target_lacks_fails_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -332,101 +216,8 @@ def test_a_checkpoint_wanting_a_lead_the_target_lacks_fails_alone(
     assert "V7" in err
 
 
-def test_onnx_checkpoints_load_while_the_target_opens_and_torchscript_ones_after(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """ONNX checkpoints load first, the first of them before open_target returns; TorchScript ones, which hold the
-    GIL while loading, start once the target is open; the outcomes are those of a run left alone."""
-    import importlib
-    import threading
-
-    rank_module = importlib.import_module("melep_cli.rank")
-    onnx_loading, target_open = threading.Event(), threading.Event()
-    started: list[tuple[str, bool]] = []
-    original_load, original_open = rank_module._load, rank_module.open_target
-
-    def load(path, name, **options):
-        started.append((path.suffix, target_open.is_set()))
-        if path.suffix == ".onnx":
-            onnx_loading.set()
-        return original_load(path, name, **options)
-
-    def open_target_after_loading_started(path, **options):
-        assert onnx_loading.wait(timeout=30), "no ONNX checkpoint started loading while the target opened"
-        opened = original_open(path, **options)
-        target_open.set()
-        return opened
-
-    monkeypatch.setattr(rank_module, "_load", load)
-    monkeypatch.setattr(rank_module, "open_target", open_target_after_loading_started)
-    overlapped = rank([CHECKPOINTS], TARGET)
-    assert started[0] == (".onnx", False)
-    assert [suffix for suffix, _ in started] == [".onnx", ".onnx", ".pt", ".pt", ".ts"]  # ONNX first, then in order
-    assert all(opened for suffix, opened in started[2:]), started
-    monkeypatch.undo()
-    sequential = rank([CHECKPOINTS], TARGET)
-    assert [(o.name, o.status, o.melep) for o in overlapped.outcomes] == [
-        (o.name, o.status, o.melep) for o in sequential.outcomes
-    ]
-
-
-def test_a_bad_target_is_reported_without_waiting_for_a_checkpoint_to_load(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    import importlib
-    import threading
-
-    from melep_cli import TargetError
-
-    rank_module = importlib.import_module("melep_cli.rank")
-    release, loads = threading.Event(), []
-    original = rank_module._load
-
-    def slow_load(path, name, **options):  # a model that takes long to load
-        loads.append(name)
-        release.wait(timeout=60)
-        return original(path, name, **options)
-
-    monkeypatch.setattr(rank_module, "_load", slow_load)
-    try:
-        with pytest.raises(TargetError, match=r"missing\.h5"):
-            rank([CHECKPOINTS], tmp_path / "missing.h5")
-        assert not release.is_set()  # raised while the first load was still under way
-    finally:
-        release.set()
-    for thread in threading.enumerate():
-        if thread.name == "melep-load":
-            thread.join(timeout=60)
-    assert len(loads) == 1  # the loads not started were dropped
-
-
-def test_an_option_no_checkpoint_can_take_stops_the_run_from_the_loading_thread(tmp_path: Path) -> None:
+def test_an_option_no_checkpoint_can_take_stops_the_run(tmp_path: Path) -> None:
     from melep_cli import UsageError
 
     with pytest.raises(UsageError, match="--device"):
         rank([CHECKPOINTS], TARGET, device="tpu")
-
-
-def test_an_unexpected_error_in_the_loading_thread_is_raised_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-    import threading
-
-    rank_module = importlib.import_module("melep_cli.rank")
-
-    def broken_import(checkpoint_format):
-        raise RuntimeError("broken runtime")
-
-    monkeypatch.setattr(rank_module, "_import_runtime", broken_import)
-    raised: list[BaseException] = []
-
-    def ranked() -> None:
-        try:
-            rank([CHECKPOINTS], TARGET)
-        except BaseException as error:
-            raised.append(error)
-
-    worker = threading.Thread(target=ranked, daemon=True)
-    worker.start()
-    worker.join(timeout=60)
-    assert not worker.is_alive(), "rank waited for a loading thread that had died"
-    assert len(raised) == 1 and isinstance(raised[0], RuntimeError) and "broken runtime" in str(raised[0])

@@ -27,7 +27,6 @@ from melep_cli.checkpoints.checkpoint import Checkpoint
 from melep_cli.cli import run
 from melep_cli.rank import rank
 
-rank_module = importlib.import_module("melep_cli.rank")  # the module: melep_cli.rank is also the function
 
 torch = pytest.importorskip("torch")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -108,11 +107,11 @@ _CHILD = """
 import runpy, sys
 from pathlib import Path
 import melep_cli.checkpoints.checkpoint as module
-started, original = Path(sys.argv[1]), module.Checkpoint.predict
-def predict(self, *args, **kwargs):
+started, original = Path(sys.argv[1]), module.Checkpoint.predict_outputs
+def predict_outputs(self, *args, **kwargs):
     started.touch()
     return original(self, *args, **kwargs)
-module.Checkpoint.predict = predict
+module.Checkpoint.predict_outputs = predict_outputs
 sys.argv = ["melep", *sys.argv[2:]]
 runpy.run_module("melep_cli", run_name="__main__")
 """
@@ -150,10 +149,8 @@ def test_sigint_during_the_forward_pass_exits_130_and_leaves_no_output(tmp_path:
 
 
 def test_an_interrupted_rank_stops_its_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The loading and decode threads are daemons (never block exit); they and the preparing threads are stopped
-    when the pass is interrupted."""
-    rank_module = importlib.import_module("melep_cli.rank")  # `melep_cli.rank` is also the function
-
+    """The one producer thread (decode and prepare) is stopped and joined when the pass is interrupted."""
+    forward_module = importlib.import_module("melep_cli.forward")
     threads: list[threading.Thread] = []
 
     class Recorded(threading.Thread):
@@ -162,7 +159,7 @@ def test_an_interrupted_rank_stops_its_threads(monkeypatch: pytest.MonkeyPatch) 
             threads.append(self)
 
     calls = []
-    original = Checkpoint.predict
+    original = Checkpoint.predict_outputs
 
     def interrupted(self, *args, **kwargs):
         calls.append(1)
@@ -170,13 +167,11 @@ def test_an_interrupted_rank_stops_its_threads(monkeypatch: pytest.MonkeyPatch) 
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(rank_module.threading, "Thread", Recorded)
-    monkeypatch.setattr(Checkpoint, "predict", interrupted)
+    monkeypatch.setattr(forward_module.threading, "Thread", Recorded)
+    monkeypatch.setattr(Checkpoint, "predict_outputs", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        rank([GOOD_ONNX], TARGET, device="cpu", batch_size=8)
-    names = [thread.name for thread in threads]
-    assert names[:2] == ["melep-load", "melep-decode"] and threads[0].daemon and threads[1].daemon, names
-    assert len(names) > 2 and all(name.startswith("melep-prepare") for name in names[2:]), names
+        rank([GOOD_ONNX], TARGET, device="cpu", batch_size=8, cache=None)
+    assert [thread.name for thread in threads] == ["melep-producer"]
     assert not [thread.name for thread in threads if thread.is_alive()]
 
 
@@ -184,7 +179,7 @@ def test_an_interrupted_rank_stops_its_threads(monkeypatch: pytest.MonkeyPatch) 
 def test_out_of_memory_during_rank_halves_the_batch_once_and_scores_the_same(
     monkeypatch: pytest.MonkeyPatch, melep_log: pytest.LogCaptureFixture
 ) -> None:
-    expected = rank([GOOD_ONNX], TARGET, device="cpu").ok[0].melep
+    expected = rank([GOOD_ONNX], TARGET, device="cpu", cache=None).ok[0].melep
     original = onnxruntime.InferenceSession.run
     sizes: list[int] = []
 
@@ -197,7 +192,7 @@ def test_out_of_memory_during_rank_halves_the_batch_once_and_scores_the_same(
 
     monkeypatch.setattr(onnxruntime.InferenceSession, "run", run_within_16)
     melep_log.clear()
-    report = rank([GOOD_ONNX], TARGET, device="cpu", batch_size=64)
+    report = rank([GOOD_ONNX], TARGET, device="cpu", batch_size=64, cache=None)
     assert [outcome.status for outcome in report.outcomes] == ["ok"]
     assert report.ok[0].melep == pytest.approx(expected, rel=1e-6)
     assert report.target.records == 300
@@ -212,9 +207,9 @@ def test_out_of_memory_during_rank_halves_the_batch_once_and_scores_the_same(
 def test_ranking_100k_records_keeps_memory_far_below_the_signals(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The decode thread may hold PREFETCH_BYTES (128 MiB) ahead: a smaller budget here, so that a target of a
-    # size a test can afford still tells streaming from keeping the signals.
-    monkeypatch.setattr(rank_module, "PREFETCH_BYTES", 16 * 2**20)
+    # The producer may hold AHEAD_BYTES (128 MiB) ahead: a smaller budget here, so that a target of a size a
+    # test can afford still tells streaming from keeping the signals.
+    monkeypatch.setattr(importlib.import_module("melep_cli.forward"), "AHEAD_BYTES", 16 * 2**20)
     n, samples, leads = 100_000, 100, 12
     path = tmp_path / "big.h5"
     pattern = (np.sin(np.linspace(0, 6, samples))[None, :, None] * 1000 + np.arange(leads)).astype(np.int16)
@@ -264,6 +259,7 @@ def test_a_failed_command_leaves_no_output_file(
     broken = tmp_path / "broken.h5"
     broken.write_bytes(TARGET.read_bytes()[:5000])
     output = tmp_path / "result" / ("out.h5" if command == "convert" else "out.json")
+    output.parent.mkdir()
     argv = {
         "score": ["score", f"{broken}:outputs", f"{broken}:labels", "-o", str(output)],
         "rank": ["rank", "-c", str(GOOD_ONNX), "-t", str(broken), "-o", str(output)],

@@ -184,8 +184,10 @@ def test_target_kwargs_match_open_target():
         folds="9,10",
         sampling_rate=500,
         strict=True,
+        lead_names="DI, DII",
     )
     assert kwargs == {
+        "lead_names": ["DI", "DII"],
         "target_format": "ptbxl",
         "labels": ["NORM", "MI"],
         "labels_csv": None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
-from melep_cli.errors import CheckpointError, UsageError
+from melep_cli.errors import DeviceUnavailableError, UsageError
 
 logger = logging.getLogger("melep")
 
@@ -32,9 +32,9 @@ def cuda_index(device: str) -> int:
 
 
 def fall_back_to_cpu(device: str, reason: str, *, strict: bool, where: str) -> str:
-    """'cpu' after a one-time warning, or a CheckpointError with --strict-device."""
+    """'cpu' after a one-time warning, or a DeviceUnavailableError with strict (--strict-device)."""
     if strict:
-        raise CheckpointError(f"{where}: --device {device} with --strict-device, but {reason}")
+        raise DeviceUnavailableError(where, f"--device {device} with --strict-device, but {reason}")
     message = f"--device {device}: {reason}; running on the CPU"
     if message not in _warned:
         _warned.add(message)

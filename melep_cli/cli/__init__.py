@@ -6,7 +6,9 @@ import sys
 from collections.abc import Sequence
 
 from melep_cli.cli import annotate as _annotate  # noqa: F401  (registers the command)
+from melep_cli.cli import cache as _cache  # noqa: F401  (registers the command)
 from melep_cli.cli import convert as _convert  # noqa: F401  (registers the command)
+from melep_cli.cli import forward as _forward  # noqa: F401  (registers the command)
 from melep_cli.cli import inspect as _inspect  # noqa: F401  (registers the command)
 from melep_cli.cli import rank as _rank  # noqa: F401  (registers the command)
 from melep_cli.cli import score as _score  # noqa: F401  (registers the command)

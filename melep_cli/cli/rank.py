@@ -24,6 +24,7 @@ from melep_cli.cli.app import (
     emit,
     progress_bar,
 )
+from melep_cli.cli.cache import CacheOption, NoCacheOption, cache_choice
 from melep_cli.cli.checkpoint_options import (
     BatchSizeOption,
     CheckpointsOption,
@@ -38,6 +39,7 @@ from melep_cli.cli.target_options import (
     FoldsOption,
     LabelsCsvOption,
     LabelsOption,
+    LeadNamesOption,
     MinPositivesOption,
     PtbxlLabels,
     PtbxlLabelsOption,
@@ -62,6 +64,8 @@ def rank_command(
             show_default=False,
         ),
     ],
+    cache: CacheOption = None,
+    no_cache: NoCacheOption = False,
     recursive: RecursiveOption = False,
     device: DeviceOption = "auto",
     strict_device: StrictDeviceOption = False,
@@ -93,12 +97,18 @@ def rank_command(
     folds: FoldsOption = None,
     sampling_rate: TargetSamplingRateOption = None,
     strict: StrictOption = False,
+    lead_names: LeadNamesOption = None,
     output_format: FormatOption = OutputFormat.table,
     output: OutputFileOption = None,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Rank checkpoints by MELEP on a labelled target, best (lowest) first.
+
+    Forward-pass outputs are stored (--cache): ranking the same target again, with other labels or
+    weightings, runs no forward pass.
+
+    Example: melep rank -c ckpts/ -t data.h5 --format json
 
     Exit codes: 0 every checkpoint ranked; 1 at least one checkpoint failed (its error row is in
     the output, the others are ranked); 2 usage or target error; 3 internal error; 130 interrupted.
@@ -117,11 +127,14 @@ def rank_command(
             folds=folds,
             sampling_rate=sampling_rate,
             strict=strict,
+            lead_names=lead_names,
         )
+        choice = cache_choice(cache, no_cache)
         with progress_bar("ranking", quiet=quiet) as update:
             result = rank(
                 checkpoints,
                 target,
+                cache=choice,
                 recursive=recursive,
                 device=device,
                 strict_device=strict_device,

@@ -111,6 +111,19 @@ StrictOption = Annotated[
 ]
 
 
+LeadNamesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--lead-names",
+        metavar="LIST",
+        help="The target's lead names in order, replacing what its files say (e.g. for leads exported as "
+        "L1..L12). Common other names are understood anyway: DI/DII/DIII, MLII, AVR, 'Lead II'.",
+        show_default=False,
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+
+
 def target_kwargs(
     *,
     target_format: TargetFormat | str | None = None,
@@ -121,9 +134,11 @@ def target_kwargs(
     folds: str | None = None,
     sampling_rate: float | None = None,
     strict: bool = False,
+    lead_names: str | None = None,
 ) -> dict[str, Any]:
     """The CLI's target option values as `open_target` keyword arguments."""
     return {
+        "lead_names": split_names(lead_names),
         "target_format": target_format.value if isinstance(target_format, TargetFormat) else target_format,
         "labels": split_names(labels),
         "labels_csv": labels_csv,

@@ -11,7 +11,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -84,6 +84,15 @@ class Target:
         #: Records left out before decoding (no labels row, file absent, unreadable header): (id, reason).
         self.excluded: list[tuple[str, str]] = list(excluded)
         self._decode_skips: list[tuple[str, str]] = []
+        #: Names given to the records' leads in order, replacing the file's (`rename_leads`); None: the file's.
+        self.lead_names: tuple[str, ...] | None = None
+
+    def rename_leads(self, names: Sequence[str]) -> None:
+        """Name the records' leads `names`, in order, instead of what the files say (or the standard order)."""
+        names = tuple(str(name).strip() for name in names)
+        if not names or not all(names):
+            raise UsageError("lead_names: expected one name per lead, e.g. I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6")
+        self.lead_names = names
 
     # -- the contract -------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -103,9 +112,37 @@ class Target:
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
         self._decode_skips = []
-        yield from self._batches(batch_size)
+        for batch in self._batches(batch_size):
+            if self.lead_names is not None:
+                if len(self.lead_names) != len(batch.leads):
+                    raise TargetError(
+                        f"{self.path}: {len(self.lead_names)} lead names given ({', '.join(self.lead_names)}) but "
+                        f"record {batch.ids[0]} has {len(batch.leads)} leads ({', '.join(batch.leads)})"
+                    )
+                batch = replace(batch, leads=self.lead_names)
+            yield batch
         if self._decode_skips:
             log.warning(f"{self.path}: skipped {describe_skips(self._decode_skips)}")
+
+    def source_files(self) -> list[Path]:
+        """Every file the records, their labels and their signals are read from (the outputs store fingerprints
+        them: a changed file is a miss). Default: the target path and the labels CSV, if any."""
+        return [self.path, *self.label_files]
+
+    @property
+    def label_files(self) -> list[Path]:
+        """Label files beside the target itself (a --labels-csv)."""
+        return [self._labels_csv] if getattr(self, "_labels_csv", None) is not None else []
+
+    @property
+    def sampling_rates(self) -> tuple[float, ...]:
+        """The native rates of the records, known at open time (empty: not known before decoding)."""
+        return ()
+
+    def decode_imports(self) -> tuple[str, ...]:
+        """Modules decoding these records may import. The forward stage imports them before decoding moves to a
+        worker thread: an import on a worker while another thread imports too can fail (KeyError: 'scipy')."""
+        return ()
 
     def prevalence(self) -> np.ndarray:
         """Fraction of positives of every selected label over the selected records."""

@@ -116,6 +116,7 @@ class Hdf5Target(Target):
         label_names, label_matrix = select_labels(
             names, matrix, labels, min_positives=min_positives, source=path, aliases=aliases, elsewhere=elsewhere
         )
+        self._labels_csv = Path(labels_csv) if labels_csv is not None else None
         #: Row of every selected record in the signals dataset, ascending.
         self.rows = np.asarray(rows, dtype=np.int64)
         super().__init__(
@@ -194,6 +195,10 @@ class Hdf5Target(Target):
         if len(names) != matrix.shape[1]:
             raise TargetError(f"{path}: {len(names)} label_names for {matrix.shape[1]} label columns")
         return matrix.astype(np.uint8), names
+
+    @property
+    def sampling_rates(self) -> tuple[float, ...]:
+        return (float(self.native_rate),)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

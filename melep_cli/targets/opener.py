@@ -46,6 +46,7 @@ def open_target(
     folds: str | Iterable[int] | None = None,
     sampling_rate: float | None = None,
     strict: bool = False,
+    lead_names: Sequence[str] | None = None,
 ) -> Target:
     """Open the target at `path`.
 
@@ -57,7 +58,25 @@ def open_target(
     folds: PTB-XL strat_fold selection, e.g. '9,10' or '1-8'.
     sampling_rate: PTB-XL: 100 or 500 (which files to read); HDF5: the rate of a file without the attribute.
     strict: any skipped record raises TargetError instead of a warning.
+    lead_names: the records' lead names in order, replacing what the files say (e.g. L1..L12 exports).
     """
+    opened = _open(path, target_format, labels, labels_csv, min_positives, ptbxl_labels, folds, sampling_rate, strict)
+    if lead_names is not None:
+        opened.rename_leads(lead_names)
+    return opened
+
+
+def _open(
+    path: str | Path,
+    target_format: str | None,
+    labels: Sequence[str] | None,
+    labels_csv: str | Path | None,
+    min_positives: int,
+    ptbxl_labels: str,
+    folds: str | Iterable[int] | None,
+    sampling_rate: float | None,
+    strict: bool,
+) -> Target:
     path = Path(path)
     if not path.exists():
         raise TargetError(f"{path}: no such file or directory")

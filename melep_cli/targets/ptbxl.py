@@ -175,6 +175,19 @@ class PtbxlTarget(Target):
                 hints.setdefault(name.casefold(), f"is a PTB-XL {other} label: pass --ptbxl-labels {other}")
         return hints
 
+    def source_files(self) -> list[Path]:
+        """The two CSVs and the selected records' header and signal files (not the whole tree: both rates)."""
+        signals = [record.with_name(record.name + ".dat") for record in self.files]
+        return [self.path / DATABASE_CSV, self.path / STATEMENTS_CSV, *self._header_paths, *signals]
+
+    @property
+    def sampling_rates(self) -> tuple[float, ...]:
+        return (self.native_rate,)
+
+    def decode_imports(self) -> tuple[str, ...]:
+        # PTB-XL's records are format 16 and read without wfdb, but a header that is not is read by wfdb.
+        return ("wfdb",)
+
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(

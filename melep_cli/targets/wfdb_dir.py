@@ -184,6 +184,7 @@ class WfdbTarget(Target):
             names, matrix, labels, min_positives=min_positives, source=path, aliases=aliases, elsewhere=elsewhere
         )
         self.headers = headers
+        self._labels_csv = Path(labels_csv) if labels_csv is not None else None
         mapping = load_dx_mapping()
         #: SNOMED CT code of every selected label (Challenge targets; the label name itself otherwise).
         self.label_codes = tuple(code_of.get(label, label) for label in label_names)
@@ -221,6 +222,28 @@ class WfdbTarget(Target):
             mapping.label_name(code): mapping.canonical_code(code) for record_codes in codes for code in record_codes
         }
         return names, matrix_from_sets(label_sets, names), aliases, code_of
+
+    def source_files(self) -> list[Path]:
+        """Every header, the signal files it names, and the labels CSV."""
+        files = [*self.label_files]
+        for header in self.headers:
+            files.append(header.path)
+            files.extend(header.path.parent / name for name in header._signal_files)
+        return files
+
+    @property
+    def sampling_rates(self) -> tuple[float, ...]:
+        return tuple(sorted({float(header.sampling_rate) for header in self.headers}))
+
+    def decode_imports(self) -> tuple[str, ...]:
+        modules: list[str] = []
+        for header in self.headers:
+            files = header._signal_files
+            if any(name.endswith(".mat") for name in files):
+                modules.append("scipy.io")
+            if len(files) != 1 or not (files[0].endswith(".mat") or all(s.plain_format16 for s in header.signals)):
+                modules.append("wfdb")  # read_wfdb_signal's general path
+        return tuple(dict.fromkeys(modules))
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

@@ -1,0 +1,129 @@
+"""`melep forward --checkpoints DIR|FILES --target PATH`: stage 1 alone, for batch jobs that score later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from melep_cli import report
+from melep_cli.cli.app import (
+    EXIT_CHECKPOINT_FAILED,
+    DebugOption,
+    FormatOption,
+    OutputFileOption,
+    OutputFormat,
+    QuietOption,
+    app,
+    cli_errors,
+    configure_logging,
+    emit,
+    progress_bar,
+)
+from melep_cli.cli.cache import CacheOption, cache_choice
+from melep_cli.cli.checkpoint_options import (
+    BatchSizeOption,
+    CheckpointsOption,
+    DeviceOption,
+    PrecisionName,
+    PrecisionOption,
+    RecursiveOption,
+    StrictDeviceOption,
+    ThreadsOption,
+)
+from melep_cli.cli.target_options import (
+    FoldsOption,
+    LabelsCsvOption,
+    LabelsOption,
+    LeadNamesOption,
+    MinPositivesOption,
+    PtbxlLabels,
+    PtbxlLabelsOption,
+    StrictOption,
+    TargetFormatOption,
+    TargetSamplingRateOption,
+    target_kwargs,
+)
+from melep_cli.errors import UsageError
+from melep_cli.forward import forward
+
+
+@app.command("forward")
+def forward_command(
+    checkpoints: CheckpointsOption,
+    target: Annotated[
+        Path,
+        typer.Option(
+            "--target",
+            "-t",
+            help="Labelled ECG records: an HDF5 file, a WFDB / PhysioNet Challenge directory or a PTB-XL directory.",
+            show_default=False,
+        ),
+    ],
+    cache: CacheOption = None,
+    recursive: RecursiveOption = False,
+    device: DeviceOption = "auto",
+    strict_device: StrictDeviceOption = False,
+    batch_size: BatchSizeOption = None,
+    threads: ThreadsOption = None,
+    precision: PrecisionOption = PrecisionName.float32,
+    target_format: TargetFormatOption = None,
+    labels: LabelsOption = None,
+    labels_csv: LabelsCsvOption = None,
+    min_positives: MinPositivesOption = 10,
+    ptbxl_labels: PtbxlLabelsOption = PtbxlLabels.superclass,
+    folds: FoldsOption = None,
+    sampling_rate: TargetSamplingRateOption = None,
+    strict: StrictOption = False,
+    lead_names: LeadNamesOption = None,
+    output_format: FormatOption = OutputFormat.table,
+    output: OutputFileOption = None,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Run the forward passes and store their outputs; a later `melep rank` on the same target runs none.
+
+    Example: melep forward -c ckpts/ -t data.h5 --cache /scratch/melep-cache
+
+    Exit codes: 0 every checkpoint's outputs are stored; 1 at least one checkpoint failed (the others are
+    stored); 2 usage or target error; 3 internal error; 130 interrupted.
+    """
+    configure_logging(quiet=quiet)
+    with cli_errors(debug):
+        choice = cache_choice(cache, no_cache=False)
+        if choice is None:
+            raise UsageError("melep forward stores outputs: it needs a cache")
+        options = target_kwargs(
+            target_format=target_format,
+            labels=labels,
+            labels_csv=labels_csv,
+            min_positives=min_positives,
+            ptbxl_labels=ptbxl_labels,
+            folds=folds,
+            sampling_rate=sampling_rate,
+            strict=strict,
+            lead_names=lead_names,
+        )
+        with progress_bar("forward", quiet=quiet) as update:
+            result = forward(
+                checkpoints,
+                target,
+                cache=choice,
+                recursive=recursive,
+                device=device,
+                strict_device=strict_device,
+                batch_size=batch_size,
+                threads=threads,
+                precision=precision.value,
+                progress=update,
+                **options,
+            )
+        text = None
+        if output_format is OutputFormat.json:
+            text = report.to_json(report.forward_to_dict(result))
+        elif output_format is OutputFormat.csv:
+            raise UsageError("melep forward writes a table or JSON (--format table|json)")
+        emit(text, [report.forward_table(result)], output)
+    if any(item.status != "ok" for item in result.results):
+        raise typer.Exit(EXIT_CHECKPOINT_FAILED)

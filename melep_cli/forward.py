@@ -1,0 +1,592 @@
+"""Stage 1, the forward pass: every checkpoint over the target, its outputs kept with their record ids.
+
+No metric here. The concurrency, top to bottom:
+
+1. on the calling thread: open the target, look every checkpoint up in the outputs store (a hit needs
+   neither the model nor the target's signals), load the others;
+2. decode the first batch on the calling thread and probe the layouts that need it, so that every input
+   spec is known;
+3. import what decoding and preparing need, then start one producer thread that decodes the next batches
+   and prepares each input spec once (checkpoints with equal specs share it), ahead of the forward passes by
+   a byte budget;
+4. the forward passes run on the calling thread, batch after batch, each checkpoint in turn;
+5. the producer is stopped and joined on every way out (an error, Ctrl-C): no thread outlives the call.
+
+One checkpoint that fails (load, probe, a forward pass) becomes an error result; the others go on.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from melep_cli.checkpoints import Checkpoint, discover_checkpoints, load_checkpoint, unique_names
+from melep_cli.checkpoints.backends import check_threads
+from melep_cli.checkpoints.devices import parse_device, parse_precision
+from melep_cli.errors import CheckpointError, MelepError, TargetError, UsageError
+from melep_cli.preprocess import InputSpec, prepare
+from melep_cli.scores import ModelOutputs
+from melep_cli.store import EntryKey, OutputsStore, default_cache_dir, file_digest, files_fingerprint, ids_digest
+from melep_cli.targets import Batch, Target, open_target
+from melep_cli.targets.base import describe_skips
+
+log = logging.getLogger("melep")
+
+ProgressCallback = Callable[[int, int], None]
+
+#: `cache=DEFAULT_CACHE`: the default cache directory (`default_cache_dir()`); `cache=None`: no cache.
+DEFAULT_CACHE = "default"
+
+#: Decoded and prepared bytes the producer may hold ahead of the forward passes (two batches always may):
+#: enough to decode through a model's slow batches, a constant however large the target.
+AHEAD_BYTES = 128 * 2**20
+
+
+@dataclass
+class ForwardResult:
+    """One checkpoint's forward pass over the target: its outputs with their record ids, or its error."""
+
+    name: str
+    path: Path
+    format: str | None
+    status: str = "ok"
+    error: str | None = None
+    outputs: np.ndarray | None = None  # (n, Z) as the model emitted them, before any activation
+    features: np.ndarray | None = None  # (n, D) when the checkpoint declares a features output
+    record_ids: list[str] = field(default_factory=list)
+    activation: str | None = None  # how outputs become probabilities (the metadata's `output`)
+    source_labels: tuple[str, ...] | None = None
+    source_prevalence: tuple[float, ...] | None = None
+    input_specs: list[dict[str, Any]] = field(default_factory=list)
+    device: str | None = None
+    precision: str | None = None
+    seconds: float = 0.0
+    cached: bool = False  # read from the outputs store: no forward pass was run
+    entry: Path | None = None  # the store entry holding these outputs
+    problem: MelepError | None = field(default=None, repr=False)  # what stopped it, when the library said
+
+    def model_outputs(self) -> ModelOutputs:
+        """What stage-2 scores read."""
+        if self.outputs is None or self.activation is None:
+            raise CheckpointError(f"{self.name}: no outputs ({self.error or 'the forward pass did not run'})")
+        return ModelOutputs(
+            scores=self.outputs,
+            activation=self.activation,
+            source_names=self.source_labels,
+            source_prevalence=self.source_prevalence,
+            features=self.features,
+        )
+
+
+@dataclass
+class ForwardReport:
+    """Stage 1's result: the open target, one result per checkpoint (in the order found), the store used."""
+
+    target: Target
+    results: list[ForwardResult]
+    cache: Path | None
+    seconds: float
+    decoded: int = 0  # records decoded in this call (0 when every checkpoint came from the store)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # records that could not be decoded
+
+    @property
+    def forward_passes(self) -> int:
+        """Checkpoints whose forward pass ran in this call (not read from the store)."""
+        return sum(1 for result in self.results if result.status == "ok" and not result.cached)
+
+
+def resolve_cache(cache: str | Path | None) -> Path | None:
+    """The cache directory: DEFAULT_CACHE means `default_cache_dir()`; None turns the store off."""
+    if cache is None:
+        return None
+    if isinstance(cache, str) and cache == DEFAULT_CACHE:
+        return default_cache_dir()
+    return Path(cache).expanduser()
+
+
+def forward(
+    checkpoints: Sequence[str | Path],
+    target: str | Path | Target,
+    *,
+    cache: str | Path | None = DEFAULT_CACHE,
+    recursive: bool = False,
+    device: str = "auto",
+    strict_device: bool = False,
+    batch_size: int | None = None,
+    threads: int | None = None,
+    precision: str = "float32",
+    progress: ProgressCallback | None = None,
+    **target_options: Any,
+) -> ForwardReport:
+    """Run every checkpoint found in `checkpoints` over `target` and keep the outputs.
+
+    `target`: a path opened with `open_target(path, **target_options)`, or an open Target.
+    `cache`: the outputs store's directory (DEFAULT_CACHE: $MELEP_CACHE, else $XDG_CACHE_HOME/melep, else
+    ~/.cache/melep; None: no store). Stored outputs are read instead of running the model; new ones are saved.
+    `batch_size`: records per forward pass (None: each checkpoint's default for its device).
+    `threads`: CPU threads of each forward pass (None: the cores available to the process).
+    `precision`: float32 (exact), or bfloat16/float16 for TorchScript checkpoints on fast hardware.
+    Raises UsageError/TargetError for problems that stop the whole run; a checkpoint's own problems
+    become its error result.
+    """
+    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+        raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+    check_threads(threads)
+    parse_precision(precision)
+    parse_device(device)
+    started = time.perf_counter()
+    paths = discover_checkpoints(checkpoints, recursive=recursive)
+    names = unique_names(paths)
+    directory = resolve_cache(cache)
+    store = OutputsStore(directory) if directory is not None else None
+    opened = target if isinstance(target, Target) else open_target(target, **target_options)
+
+    results: list[ForwardResult | None] = [None] * len(paths)
+    keys: list[EntryKey | None] = [None] * len(paths)
+    stored_skips: list[tuple[str, str]] | None = None
+    if store is not None:
+        target_key = _target_key(opened)
+        for index, path in enumerate(paths):
+            started_one = time.perf_counter()
+            try:
+                keys[index] = EntryKey(file_digest(path), *target_key, precision=precision)
+            except CheckpointError as error:
+                results[index] = _failed(names[index], path, str(error))
+                continue
+            stored = store.lookup(keys[index], opened.record_ids)  # type: ignore[arg-type]
+            if stored is not None:
+                results[index] = _from_store(names[index], path, stored, time.perf_counter() - started_one)
+                stored_skips = stored.skipped
+    if stored_skips and opened.strict:
+        record, reason = stored_skips[0]
+        raise TargetError(f"{opened.path}: record {record}: {reason} (strict mode)")
+
+    misses = [index for index, result in enumerate(results) if result is None]
+    load_options = {
+        "device": device,
+        "strict_device": strict_device,
+        "threads": threads,
+        "share_cores": len(misses) > 1,
+        "precision": precision,
+    }
+    running: list[_Running] = []
+    for index in misses:
+        outcome, checkpoint = _load(paths[index], names[index], **load_options)
+        results[index] = outcome
+        if checkpoint is not None:
+            running.append(_Running(checkpoint, outcome, keys[index]))
+
+    decoded = 0
+    skipped = stored_skips or []
+    if running:
+        decoded = _run(running, opened, batch_size, progress)
+        skipped = opened.skipped[len(opened.excluded) :]
+        if decoded == 0:
+            detail = f" ({describe_skips(opened.skipped)} skipped)" if opened.skipped else ""
+            raise TargetError(f"{opened.path}: no usable record to score{detail}")
+        saving = store
+        for item in running:
+            item.finish(skipped)
+            if saving is not None and item.outcome.status == "ok" and item.key is not None:
+                try:
+                    item.save(saving, opened)
+                except UsageError as error:  # an unwritable cache costs the speed-up, never the results
+                    log.warning(f"{error}; outputs not stored")
+                    saving = None
+    finished = [result for result in results if result is not None]
+    _report_shared_problem(finished, opened)
+    return ForwardReport(
+        target=opened,
+        results=finished,
+        cache=directory,
+        seconds=time.perf_counter() - started,
+        decoded=decoded,
+        skipped=list(skipped),
+    )
+
+
+def _warn_unless_shared(result: ForwardResult) -> None:
+    """Warn of a checkpoint's failure now, unless its cause may lie in the target or the machine: that waits for
+    `_report_shared_problem`, which makes one error of it when it stopped every checkpoint."""
+    if result.problem is None or result.problem.scope == "checkpoint":
+        log.warning(result.error)
+
+
+def _report_shared_problem(results: Sequence[ForwardResult], target: Target) -> None:
+    """One TargetError (a problem of the target) or UsageError (of the machine) when such a problem stopped every
+    checkpoint (their distinct reasons in one line: torch and ONNX Runtime may say it differently); otherwise the
+    warnings held back."""
+    held = [result for result in results if result.problem is not None and result.problem.scope != "checkpoint"]
+    scopes = {result.problem.scope for result in held}  # type: ignore[union-attr]
+    if results and len(held) == len(results) and len(scopes) == 1:
+        scope = scopes.pop()
+        reason = "; ".join(dict.fromkeys(str(result.problem.reason) for result in held))  # type: ignore[union-attr]
+        every = f"every checkpoint ({len(results)}) failed alike"
+        if scope == "target":
+            raise TargetError(f"{target.path}: {reason}; {every}")
+        raise UsageError(f"{reason}; {every}")
+    for result in held:
+        log.warning(result.error)
+
+
+def _target_key(target: Target) -> tuple[str, str, str]:
+    """The target's part of an entry key: its files, its selected records, the rates its records are read at."""
+    reading = {"format": target.format, "rates": list(target.sampling_rates)}
+    if target.lead_names is not None:
+        reading["leads"] = list(target.lead_names)
+    reading = json.dumps(reading)
+    return files_fingerprint(target.source_files()), ids_digest(target.record_ids), reading
+
+
+def _failed(name: str, path: Path, message: str) -> ForwardResult:
+    log.warning(message)
+    return ForwardResult(name=name, path=path, format=_format_of(path), status="error", error=message)
+
+
+def _from_store(name: str, path: Path, stored: Any, seconds: float) -> ForwardResult:
+    """A result read from the store; the metadata warning the load would have printed is printed again."""
+    attributes = stored.attributes
+    metadata = stored.metadata
+    if attributes.get("defaults_message"):
+        log.warning(attributes["defaults_message"])
+    prevalence = metadata.get("source_prevalence")
+    return ForwardResult(
+        name=name,
+        path=path,
+        format=str(attributes.get("checkpoint_format")) or _format_of(path),
+        outputs=stored.outputs,
+        features=stored.features,
+        record_ids=stored.record_ids,
+        activation=str(metadata.get("output", "logits")),
+        source_labels=tuple(metadata["labels"]) if metadata.get("labels") else None,
+        source_prevalence=tuple(prevalence) if prevalence else None,
+        input_specs=json.loads(attributes.get("input_specs", "[]")),
+        device=str(attributes.get("device")) or None,
+        precision=str(attributes.get("precision")) or None,
+        seconds=seconds,
+        cached=True,
+        entry=stored.path,
+    )
+
+
+def _load(
+    path: Path,
+    name: str,
+    *,
+    device: str,
+    strict_device: bool,
+    threads: int | None,
+    share_cores: bool,
+    precision: str,
+) -> tuple[ForwardResult, Checkpoint | None]:
+    """Load one checkpoint; a failure becomes its error result (a UsageError stops the run)."""
+    started = time.perf_counter()
+    outcome = ForwardResult(name=name, path=path, format=_format_of(path))
+    try:
+        checkpoint = load_checkpoint(
+            path,
+            device=device,
+            strict_device=strict_device,
+            name=name,
+            threads=threads,
+            share_cores=share_cores,
+            precision=precision,
+        )
+    except UsageError:
+        raise
+    except MelepError as error:
+        outcome.status, outcome.error, outcome.problem = "error", str(error), error
+        _warn_unless_shared(outcome)
+        return outcome, None
+    except Exception as error:  # a broken file must never lose the others' results
+        outcome.status, outcome.error = "error", f"{path}: cannot load: {type(error).__name__}: {error}"
+        log.warning(outcome.error)
+        return outcome, None
+    finally:
+        outcome.seconds = time.perf_counter() - started
+    outcome.name, outcome.format, outcome.device = checkpoint.name, checkpoint.format, checkpoint.device
+    outcome.precision = checkpoint.precision
+    return outcome, checkpoint
+
+
+def _run(running: list[_Running], target: Target, batch_size: int | None, progress: ProgressCallback | None) -> int:
+    """The pass over the target for the loaded checkpoints; returns the records decoded."""
+    decode_size = batch_size or max(item.checkpoint.batch_size for item in running)
+    batches = target.batches(decode_size)
+    first = next(batches, None)
+    if first is None:
+        return 0
+    for item in running:
+        item.probe(first)
+    specs = _Specs(running)
+    _import_for_workers(target, running)
+    records = 0
+    with contextlib.closing(_Producer(itertools.chain([first], batches), specs.for_batch)) as producer:
+        for batch, prepared in producer:
+            for item in running:
+                if item.outcome.status == "ok":
+                    item.feed(batch, prepared, batch_size)
+            records += len(batch)
+            if progress is not None:
+                progress(records, len(target))
+    return records
+
+
+def _import_for_workers(target: Target, running: Sequence[_Running]) -> None:
+    """Import on the calling thread every module the producer thread may need: decoding's, and scipy.signal when
+    a checkpoint resamples. Two threads importing at once can fail (`KeyError: 'scipy'`)."""
+    modules = list(target.decode_imports())
+    rates = set(target.sampling_rates)
+    wanted = {item.checkpoint.metadata.sampling_rate for item in running} - {None}
+    if wanted and (not rates or wanted - rates):
+        modules.append("scipy.signal")
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise TargetError(
+                f"{target.path}: reading these records needs {module}, which fails to import ({error})"
+            ) from None
+
+
+class _Running:
+    """One loaded checkpoint during the pass over the target: its outputs so far, batch by batch."""
+
+    def __init__(self, checkpoint: Checkpoint, outcome: ForwardResult, key: EntryKey | None) -> None:
+        self.checkpoint = checkpoint
+        self.outcome = outcome
+        self.key = key
+        self._outputs: list[np.ndarray] = []
+        self._features: list[np.ndarray] = []
+        self._ids: list[str] = []
+        self._specs: dict[InputSpec, None] = {}
+
+    def input_spec(self, batch: Batch) -> InputSpec | None:
+        """The input this checkpoint takes for `batch`; None once it failed."""
+        if self.outcome.status != "ok":
+            return None
+        try:
+            return self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=_longest(batch))
+        except Exception:  # feed() meets the same error on the calling thread and reports it
+            return None
+
+    def probe(self, batch: Batch) -> None:
+        """Find the layout on one record of the first batch when nothing else fixes it."""
+        if not self.checkpoint.needs_probe:
+            return
+        self._timed(self._probe, batch)
+
+    def _probe(self, batch: Batch) -> None:
+        spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=_longest(batch))
+        self.checkpoint.probe_layout(prepare(batch.signals[:1], batch.sampling_rate, batch.leads, spec))
+
+    def feed(self, batch: Batch, prepared: dict[InputSpec, Any], batch_size: int | None) -> None:
+        """Run one batch; `prepared` holds the producer's inputs (or the error preparing them) by spec."""
+        self._timed(self._feed, batch, prepared, batch_size)
+
+    def _feed(self, batch: Batch, prepared: dict[InputSpec, Any], batch_size: int | None) -> None:
+        spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=_longest(batch))
+        inputs = prepared.get(spec)
+        if isinstance(inputs, BaseException):  # preparing failed on the producer: this checkpoint's error
+            raise inputs
+        if inputs is None:  # a spec the producer did not know: prepared here, and shared from now on
+            inputs = prepare(batch.signals, batch.sampling_rate, batch.leads, spec)
+            prepared[spec] = inputs
+        prediction = self.checkpoint.predict_outputs(inputs, batch_size=batch_size)
+        self._outputs.append(prediction.scores)
+        if prediction.features is not None:
+            self._features.append(prediction.features)
+        self._ids.extend(batch.ids)
+        self._specs.setdefault(spec)
+
+    def _timed(self, step: Callable[..., None], *args: Any) -> None:
+        started = time.perf_counter()
+        try:
+            step(*args)
+        except Exception as error:  # MelepError or a crash inside a model: this checkpoint alone fails
+            self._fail(error)
+        finally:
+            self.outcome.seconds += time.perf_counter() - started
+
+    def finish(self, skipped: Sequence[tuple[str, str]]) -> None:
+        """Gather the outputs into the result."""
+        outcome, checkpoint = self.outcome, self.checkpoint
+        outcome.precision = checkpoint.precision  # a 16-bit model that failed fell back to float32
+        if outcome.status != "ok":
+            return
+        if not self._outputs:
+            self._fail(CheckpointError(f"{checkpoint.name}: no target records reached this checkpoint"))
+            return
+        metadata = checkpoint.metadata
+        outcome.outputs = self._outputs[0] if len(self._outputs) == 1 else np.concatenate(self._outputs)
+        outcome.features = np.concatenate(self._features) if self._features else None
+        outcome.record_ids = self._ids
+        outcome.activation = checkpoint.activation
+        outcome.source_labels = checkpoint.labels  # without metadata labels, out0 .. out{Z-1}, known by now
+        outcome.source_prevalence = metadata.source_prevalence
+        outcome.input_specs = [_spec_dict(spec) for spec in self._specs]
+        self._skipped = list(skipped)
+
+    def save(self, store: OutputsStore, target: Target) -> None:
+        """Store the outputs (atomically) under this checkpoint's key."""
+        assert self.key is not None and self.outcome.outputs is not None
+        started = time.perf_counter()
+        checkpoint, outcome = self.checkpoint, self.outcome
+        from melep_cli import __version__
+
+        metadata = {
+            "labels": list(outcome.source_labels or ()),
+            "output": outcome.activation,
+            "source_prevalence": list(outcome.source_prevalence) if outcome.source_prevalence else None,
+        }
+        outcome.entry = store.save(
+            self.key,
+            outputs=outcome.outputs,
+            record_ids=outcome.record_ids,
+            features=outcome.features,
+            skipped=self._skipped,
+            attributes={
+                "checkpoint_path": str(checkpoint.path.resolve()),
+                "checkpoint_format": checkpoint.format,
+                "target_path": str(target.path.resolve()),
+                "target_format": target.format,
+                "input_specs": json.dumps(outcome.input_specs),
+                "precision": outcome.precision or "",  # what it computed in: float32 after a fallback
+                "device": outcome.device or "",
+                "melep_version": __version__,
+                "seconds": outcome.seconds,
+                "metadata": json.dumps(metadata),
+                "defaults_message": checkpoint.defaults_message() or "",
+            },
+        )
+        outcome.seconds += time.perf_counter() - started
+
+    def _fail(self, error: BaseException) -> None:
+        message = str(error) if isinstance(error, MelepError) else f"{type(error).__name__}: {error}"
+        if not message.startswith(self.checkpoint.name):
+            message = f"{self.checkpoint.name}: {message}"
+        self.outcome.status = "error"
+        self.outcome.error = message
+        self.outcome.problem = error if isinstance(error, MelepError) else None
+        self._outputs, self._features = [], []
+        _warn_unless_shared(self.outcome)
+
+
+class _Specs:
+    """The distinct input specs of the checkpoints still running, for one batch (called on the producer)."""
+
+    def __init__(self, running: Sequence[_Running]) -> None:
+        self._running = list(running)
+
+    def for_batch(self, batch: Batch) -> list[InputSpec]:
+        specs = {item.input_spec(batch) for item in self._running}
+        specs.discard(None)
+        return list(specs)  # type: ignore[arg-type]
+
+
+def _spec_dict(spec: InputSpec) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in spec.__dict__.items()}
+
+
+def _format_of(path: Path) -> str | None:
+    return "onnx" if path.suffix.lower() == ".onnx" else "torchscript"
+
+
+def _longest(batch: Batch) -> int:
+    """Samples of the batch's longest record (what its input spec is computed from)."""
+    signals = batch.signals
+    return int(signals.shape[1]) if isinstance(signals, np.ndarray) else max(len(signal) for signal in signals)
+
+
+def _item_bytes(batch: Batch, prepared: dict[InputSpec, Any]) -> int:
+    signals = batch.signals
+    size = int(signals.nbytes) if isinstance(signals, np.ndarray) else sum(int(s.nbytes) for s in signals)
+    return size + sum(int(value.nbytes) for value in prepared.values() if isinstance(value, np.ndarray))
+
+
+class _Producer:
+    """Decode batches and prepare their inputs on one thread, ahead of the consumer by up to `budget` bytes
+    (always by `depth` batches). Iterate once for (batch, {spec: input array, or the error preparing it});
+    `close()` stops and joins the thread (use contextlib.closing: on an error or Ctrl-C too).
+
+    Everything the thread runs was imported before it starts (`_import_for_workers`).
+    """
+
+    def __init__(
+        self,
+        batches: Iterable[Batch],
+        specs_for: Callable[[Batch], Iterable[InputSpec]],
+        budget: int | None = None,
+        depth: int = 2,
+    ) -> None:
+        self._batches = batches
+        self._specs_for = specs_for
+        self._budget = AHEAD_BYTES if budget is None else budget
+        self._depth = depth
+        self._ready: collections.deque[tuple[str, Any, int]] = collections.deque()
+        self._held = 0
+        self._changed = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._produce, name="melep-producer")
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for batch in self._batches:
+                prepared: dict[InputSpec, Any] = {}
+                for spec in self._specs_for(batch):
+                    try:
+                        prepared[spec] = prepare(batch.signals, batch.sampling_rate, batch.leads, spec)
+                    except Exception as error:  # raised for the checkpoints of this spec alone
+                        prepared[spec] = error
+                size = _item_bytes(batch, prepared)
+                with self._changed:
+                    while not self._stop and len(self._ready) >= self._depth and self._held + size > self._budget:
+                        self._changed.wait()
+                    if self._stop:
+                        return
+                    self._ready.append(("batch", (batch, prepared), size))
+                    self._held += size
+                    self._changed.notify_all()
+            item: tuple[str, Any, int] = ("done", None, 0)
+        except BaseException as error:  # a target error: raised in the consumer
+            item = ("error", error, 0)
+        with self._changed:
+            self._ready.append(item)
+            self._changed.notify_all()
+
+    def __iter__(self) -> Iterator[tuple[Batch, dict[InputSpec, Any]]]:
+        while True:
+            with self._changed:
+                while not self._ready:
+                    self._changed.wait()
+                kind, value, size = self._ready.popleft()
+                self._held -= size
+                self._changed.notify_all()
+            if kind == "batch":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+
+    def close(self) -> None:
+        """Stop the thread after the batch it is decoding, and wait for it."""
+        with self._changed:
+            self._stop = True
+            self._ready.clear()
+            self._held = 0
+            self._changed.notify_all()
+        self._thread.join()

@@ -1,0 +1,54 @@
+"""The scoring interface of stage 2: stored outputs and target labels in, a total and a per-label vector out.
+
+A score is pure (no files, no models, no logging): `compute(outputs, labels, label_names)` with the
+outputs one checkpoint's forward pass stored and the target's 0/1 labels of the same records, in the
+same order. A new score is a module with one class like `MelepScore` plus one line in `SCORES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+
+Direction = Literal["lower", "higher"]
+#: What a score reads: the source-label scores, or the penultimate features as well.
+Need = Literal["scores", "features"]
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """One checkpoint's stored outputs as a score sees them."""
+
+    scores: np.ndarray  # (n, Z) as the model emitted them, before any activation
+    activation: str  # how `scores` become probabilities: logits, probabilities or softmax
+    source_names: tuple[str, ...] | None = None
+    source_prevalence: tuple[float, ...] | None = None  # the source label distribution, when the metadata has it
+    features: np.ndarray | None = None  # (n, D), when the checkpoint declares a features output
+
+
+@dataclass(frozen=True)
+class ScoreValue:
+    """A score's result: its total, one value per target label, and its own detailed result (`detail`)."""
+
+    name: str
+    direction: Direction
+    value: float
+    per_label: np.ndarray  # (Y,), NaN where the label carries no information
+    label_names: tuple[str, ...]
+    detail: Any = None
+
+    def better_than(self, other: ScoreValue) -> bool:
+        return self.value < other.value if self.direction == "lower" else self.value > other.value
+
+
+class Score(Protocol):
+    """What every score provides."""
+
+    name: ClassVar[str]
+    direction: ClassVar[Direction]
+    needs: ClassVar[frozenset[Need]]
+
+    def compute(self, outputs: ModelOutputs, labels: np.ndarray, label_names: Sequence[str]) -> ScoreValue: ...
