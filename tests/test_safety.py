@@ -27,7 +27,6 @@ from melep_cli.checkpoints.checkpoint import Checkpoint
 from melep_cli.cli import run
 from melep_cli.rank import rank
 
-
 torch = pytest.importorskip("torch")
 onnxruntime = pytest.importorskip("onnxruntime")
 
