@@ -373,14 +373,31 @@ class _Running:
         self._ids: list[str] = []
         self._specs: dict[InputSpec, None] = {}
 
-    def input_spec(self, batch: Batch) -> InputSpec | None:
-        """The input this checkpoint takes for `batch`; None once it failed."""
+    def parts(self, batch: Batch) -> list[Part]:
+        """The inputs this checkpoint takes for `batch`: one spec for the whole batch; or, when the model takes
+        each record at its own length (no fixed `samples`) and the batch's records differ in length, one spec per
+        length with the records of that length. Zero-padding them to the longest instead would make a record's
+        outputs depend on its batch mates, and so the scores on the batch size."""
+        checkpoint = self.checkpoint
+        signals = batch.signals
+        rate = batch.sampling_rate
+        if isinstance(signals, np.ndarray) or checkpoint.metadata.samples is not None:
+            return [(checkpoint.input_spec(sampling_rate=rate, samples=_longest(batch)), None)]
+        by_length: dict[int, list[int]] = {}
+        for position, signal in enumerate(signals):
+            by_length.setdefault(len(signal), []).append(position)
+        if len(by_length) == 1:
+            return [(checkpoint.input_spec(sampling_rate=rate, samples=_longest(batch)), None)]
+        return [(checkpoint.input_spec(sampling_rate=rate, samples=n), tuple(rows)) for n, rows in by_length.items()]
+
+    def known_parts(self, batch: Batch) -> list[Part]:
+        """`parts(batch)` for the producer; none once this checkpoint failed (or when they cannot be known)."""
         if self.outcome.status != "ok":
-            return None
+            return []
         try:
-            return self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=_longest(batch))
+            return self.parts(batch)
         except Exception:  # feed() meets the same error on the calling thread and reports it
-            return None
+            return []
 
     def probe(self, batch: Batch) -> None:
         """Find the layout on one record of the first batch when nothing else fixes it."""
@@ -392,24 +409,27 @@ class _Running:
         spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=_longest(batch))
         self.checkpoint.probe_layout(prepare(batch.signals[:1], batch.sampling_rate, batch.leads, spec))
 
-    def feed(self, batch: Batch, prepared: dict[InputSpec, Any], batch_size: int | None) -> None:
-        """Run one batch; `prepared` holds the producer's inputs (or the error preparing them) by spec."""
+    def feed(self, batch: Batch, prepared: dict[Part, Any], batch_size: int | None) -> None:
+        """Run one batch; `prepared` holds the producer's inputs (or the error preparing them) by part."""
         self._timed(self._feed, batch, prepared, batch_size)
 
-    def _feed(self, batch: Batch, prepared: dict[InputSpec, Any], batch_size: int | None) -> None:
-        spec = self.checkpoint.input_spec(sampling_rate=batch.sampling_rate, samples=_longest(batch))
-        inputs = prepared.get(spec)
-        if isinstance(inputs, BaseException):  # preparing failed on the producer: this checkpoint's error
-            raise inputs
-        if inputs is None:  # a spec the producer did not know: prepared here, and shared from now on
-            inputs = prepare(batch.signals, batch.sampling_rate, batch.leads, spec)
-            prepared[spec] = inputs
-        prediction = self.checkpoint.predict_outputs(inputs, batch_size=batch_size)
-        self._outputs.append(prediction.scores)
-        if prediction.features is not None:
-            self._features.append(prediction.features)
+    def _feed(self, batch: Batch, prepared: dict[Part, Any], batch_size: int | None) -> None:
+        predictions = []
+        for part in self.parts(batch):
+            inputs = prepared.get(part)
+            if isinstance(inputs, BaseException):  # preparing failed on the producer: this checkpoint's error
+                raise inputs
+            if inputs is None:  # a part the producer did not know: prepared here, and shared from now on
+                inputs = prepare_part(batch, part)
+                prepared[part] = inputs
+            predictions.append((part[1], self.checkpoint.predict_outputs(inputs, batch_size=batch_size)))
+            self._specs.setdefault(part[0])
+        scores = _in_batch_order([rows for rows, _ in predictions], [p.scores for _, p in predictions])
+        self._outputs.append(scores)
+        if predictions[0][1].features is not None:
+            features = [p.features for _, p in predictions]
+            self._features.append(_in_batch_order([rows for rows, _ in predictions], features))  # type: ignore[arg-type]
         self._ids.extend(batch.ids)
-        self._specs.setdefault(spec)
 
     def _timed(self, step: Callable[..., None], *args: Any) -> None:
         started = time.perf_counter()
@@ -484,16 +504,33 @@ class _Running:
         _warn_unless_shared(self.outcome)
 
 
+#: One model input of a batch: its spec, and the positions of the records it holds (None: every record).
+Part = tuple[InputSpec, "tuple[int, ...] | None"]
+
+
+def prepare_part(batch: Batch, part: Part) -> np.ndarray:
+    """`prepare` for one part of a batch."""
+    spec, rows = part
+    signals = batch.signals if rows is None else [batch.signals[row] for row in rows]
+    return prepare(signals, batch.sampling_rate, batch.leads, spec)
+
+
+def _in_batch_order(rows: Sequence[tuple[int, ...] | None], values: Sequence[np.ndarray]) -> np.ndarray:
+    """The parts' outputs as one array in the batch's record order."""
+    if len(values) == 1 and rows[0] is None:
+        return values[0]
+    order = np.concatenate([np.asarray(part, dtype=np.int64) for part in rows])  # type: ignore[arg-type]
+    return np.concatenate(values)[np.argsort(order, kind="stable")]
+
+
 class _Specs:
-    """The distinct input specs of the checkpoints still running, for one batch (called on the producer)."""
+    """The distinct parts (spec and records) of the checkpoints still running, for one batch (on the producer)."""
 
     def __init__(self, running: Sequence[_Running]) -> None:
         self._running = list(running)
 
-    def for_batch(self, batch: Batch) -> list[InputSpec]:
-        specs = {item.input_spec(batch) for item in self._running}
-        specs.discard(None)
-        return list(specs)  # type: ignore[arg-type]
+    def for_batch(self, batch: Batch) -> list[Part]:
+        return list(dict.fromkeys(part for item in self._running for part in item.known_parts(batch)))
 
 
 def _spec_dict(spec: InputSpec) -> dict[str, Any]:
@@ -510,7 +547,7 @@ def _longest(batch: Batch) -> int:
     return int(signals.shape[1]) if isinstance(signals, np.ndarray) else max(len(signal) for signal in signals)
 
 
-def _item_bytes(batch: Batch, prepared: dict[InputSpec, Any]) -> int:
+def _item_bytes(batch: Batch, prepared: dict[Part, Any]) -> int:
     signals = batch.signals
     size = int(signals.nbytes) if isinstance(signals, np.ndarray) else sum(int(s.nbytes) for s in signals)
     return size + sum(int(value.nbytes) for value in prepared.values() if isinstance(value, np.ndarray))
@@ -518,7 +555,7 @@ def _item_bytes(batch: Batch, prepared: dict[InputSpec, Any]) -> int:
 
 class _Producer:
     """Decode batches and prepare their inputs on one thread, ahead of the consumer by up to `budget` bytes
-    (always by `depth` batches). Iterate once for (batch, {spec: input array, or the error preparing it});
+    (always by `depth` batches). Iterate once for (batch, {part: input array, or the error preparing it});
     `close()` stops and joins the thread (use contextlib.closing: on an error or Ctrl-C too).
 
     Everything the thread runs was imported before it starts (`_import_for_workers`).
@@ -527,7 +564,7 @@ class _Producer:
     def __init__(
         self,
         batches: Iterable[Batch],
-        specs_for: Callable[[Batch], Iterable[InputSpec]],
+        specs_for: Callable[[Batch], Iterable[Part]],
         budget: int | None = None,
         depth: int = 2,
     ) -> None:
@@ -545,12 +582,12 @@ class _Producer:
     def _produce(self) -> None:
         try:
             for batch in self._batches:
-                prepared: dict[InputSpec, Any] = {}
-                for spec in self._specs_for(batch):
+                prepared: dict[Part, Any] = {}
+                for part in self._specs_for(batch):
                     try:
-                        prepared[spec] = prepare(batch.signals, batch.sampling_rate, batch.leads, spec)
-                    except Exception as error:  # raised for the checkpoints of this spec alone
-                        prepared[spec] = error
+                        prepared[part] = prepare_part(batch, part)
+                    except Exception as error:  # raised for the checkpoints of this part alone
+                        prepared[part] = error
                 size = _item_bytes(batch, prepared)
                 with self._changed:
                     while not self._stop and len(self._ready) >= self._depth and self._held + size > self._budget:
@@ -567,7 +604,7 @@ class _Producer:
             self._ready.append(item)
             self._changed.notify_all()
 
-    def __iter__(self) -> Iterator[tuple[Batch, dict[InputSpec, Any]]]:
+    def __iter__(self) -> Iterator[tuple[Batch, dict[Part, Any]]]:
         while True:
             with self._changed:
                 while not self._ready:

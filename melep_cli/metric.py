@@ -107,6 +107,27 @@ def activate(outputs: np.ndarray, activation: str, *, what: str = "outputs") -> 
     return values
 
 
+def probabilities_declared_as(outputs: np.ndarray, activation: str) -> str | None:
+    """Why outputs declared `logits` or `softmax` look like probabilities already, or None.
+
+    Every row in [0, 1] summing to 1 is a softmax's output (a model whose last layer is a softmax: a second
+    softmax would flatten it); every value in [0, 1] under `logits` is a sigmoid's (a second sigmoid squeezes
+    it into [0.5, 0.73]). Raw logits spread over both signs, so neither happens by chance on real outputs.
+    """
+    if activation not in ("logits", "softmax"):
+        return None
+    values = np.asarray(outputs)
+    if values.ndim != 2 or values.size == 0 or not np.issubdtype(values.dtype, np.floating):
+        return None
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        return None
+    if values.shape[1] > 1 and np.allclose(values.sum(axis=1, dtype=np.float64), 1.0, atol=1e-4):
+        return f"every output row lies in [0, 1] and sums to 1, as a softmax's do, but they are declared {activation}"
+    if activation == "logits":
+        return "every output lies in [0, 1], as probabilities do, but they are declared logits (a sigmoid is applied)"
+    return None
+
+
 def _activate_in_place(values: np.ndarray, activation: str) -> np.ndarray:
     """`activate` of a float64 n x Z array the caller owns and no longer needs: the sigmoid overwrites it."""
     if activation != "logits" or values.dtype != np.float64 or values.ndim != 2:

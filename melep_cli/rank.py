@@ -18,7 +18,7 @@ import numpy as np
 
 from melep_cli.errors import MelepError, TargetError
 from melep_cli.forward import DEFAULT_CACHE, ForwardResult, ProgressCallback, forward
-from melep_cli.metric import MelepResult, Weighting
+from melep_cli.metric import MelepResult, Weighting, probabilities_declared_as
 from melep_cli.scores import MelepScore
 from melep_cli.targets import Target, open_target
 
@@ -175,6 +175,12 @@ def _score(result: ForwardResult, score: MelepScore, target: Target, row_of: dic
     started = time.perf_counter()
     try:
         outputs = result.model_outputs()
+        suspicion = probabilities_declared_as(outputs.scores, outputs.activation)
+        if suspicion:
+            log.warning(
+                f"{result.name}: {suspicion}; if they are probabilities, set its metadata 'output' to probabilities"
+                f" (melep annotate {result.path} --activation probabilities)"
+            )
         if score.source_weighted and outputs.source_prevalence is None:
             log.warning(f"{result.name}: no source_prevalence in its metadata; using the plain mean over z")
         rows = np.fromiter((row_of[record] for record in result.record_ids), dtype=np.int64)

@@ -6,11 +6,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from melep_cli.errors import InputError
 from melep_cli.matrices import load_matrix
-from melep_cli.metric import Activation, MelepResult, Weighting, melep
+from melep_cli.metric import Activation, MelepResult, Weighting, melep, probabilities_declared_as
 
 log = logging.getLogger("melep")
 
@@ -50,14 +48,7 @@ def score(
         )
     except InputError as error:
         raise InputError(f"{output_matrix.source} / {label_matrix.source}: {error}") from None
-    if activation == "logits" and _looks_like_probabilities(output_matrix.values):
-        log.warning(
-            f"{output_matrix.source}: every output lies in [0, 1]; if these are probabilities, "
-            "pass --activation probabilities (a sigmoid was applied)"
-        )
+    suspicion = probabilities_declared_as(output_matrix.values, activation)
+    if suspicion:
+        log.warning(f"{output_matrix.source}: {suspicion}; if they are probabilities, use activation probabilities")
     return result
-
-
-def _looks_like_probabilities(values: np.ndarray) -> bool:
-    finite = values[np.isfinite(values)] if np.issubdtype(values.dtype, np.floating) else values
-    return finite.size > 0 and float(finite.min()) >= 0.0 and float(finite.max()) <= 1.0

@@ -53,9 +53,10 @@ def test_the_producer_runs_ahead_within_its_budget_and_prepares_what_inline_prep
         InputSpec(250, None, STANDARD_LEADS[:6], "NTC", "none", "float64"),
     ]
     per_batch = 32 * 1000 * 12 * 4 * 2 + 32 * 6 * 2500 * 8  # signals, the first input, the second input
+    parts = [(spec, None) for spec in specs]
     for budget, expected_ahead in ((1, 3), (4 * per_batch, 5), (1 << 40, 10)):
         produced: list[int] = []
-        producer = forward_module._Producer(_counted(target.batches(32), produced), lambda batch: specs, budget)
+        producer = forward_module._Producer(_counted(target.batches(32), produced), lambda batch: parts, budget)
         deadline = time.monotonic() + 30
         while len(produced) < expected_ahead and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -64,10 +65,10 @@ def test_the_producer_runs_ahead_within_its_budget_and_prepares_what_inline_prep
         assert len(produced) == expected_ahead, (budget, produced)
         consumed = 0
         for batch, prepared in producer:
-            assert set(prepared) == set(specs)
+            assert set(prepared) == set(parts)
             for spec in specs:
                 np.testing.assert_array_equal(
-                    prepared[spec], prepare(batch.signals, batch.sampling_rate, batch.leads, spec)
+                    prepared[spec, None], prepare(batch.signals, batch.sampling_rate, batch.leads, spec)
                 )
             consumed += len(batch)
         assert consumed == sum(produced) == len(target)
@@ -275,3 +276,49 @@ def test_forward_then_rank_then_cache_list_and_clear(tmp_path: Path, capsys: pyt
     assert _entries(cache) == []
     assert run(["rank", "-c", str(ONNX), "-t", str(TARGET), "--cache", str(cache), "--no-cache", "-q"]) == 2
     assert "contradict" in capsys.readouterr().err
+
+
+def test_scores_do_not_depend_on_the_batch_size_when_records_differ_in_length(models) -> None:
+    """A model that takes each record at its own length (no `samples`): 10 and 12 s CinC records are never
+    zero-padded to their batch mates' length, so every batch size gives the outputs of each record run alone."""
+    cinc = SAMPLE / "cinc_wfdb"
+    checkpoint = models["conv"].onnx  # dynamic time axis, global average pooling: padding would change it
+    runs = {size: forward([checkpoint], cinc, min_positives=2, batch_size=size, cache=None) for size in (1, 5, 12)}
+    alone = runs[1].results[0]
+    lengths = {batch.ids[0]: len(batch.signals[0]) for batch in open_target(cinc, min_positives=2).batches(1)}
+    assert len(set(lengths.values())) > 1  # the sample really mixes lengths
+    for size in (5, 12):
+        result = runs[size].results[0]
+        assert result.record_ids == alone.record_ids
+        np.testing.assert_allclose(result.outputs, alone.outputs, rtol=1e-5, atol=1e-6)
+    scores = {
+        size: rank([checkpoint], cinc, min_positives=2, batch_size=size, cache=None).ok[0].melep for size in (1, 12)
+    }
+    assert scores[1] == pytest.approx(scores[12], rel=1e-6)
+
+
+def test_outputs_that_are_already_probabilities_are_flagged(
+    tmp_path: Path, melep_log: pytest.LogCaptureFixture
+) -> None:
+    """A model ending in a softmax, declared softmax (or logits): its outputs would be squashed twice."""
+    import torch
+    from conftest import export_onnx
+
+    class Softmaxed(torch.nn.Module):
+        def forward(self, ecg: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(torch.stack([ecg.mean(dim=(1, 2)), ecg.std(dim=(1, 2)), ecg.amax(dim=(1, 2))], 1), 1)
+
+    checkpoint = export_onnx(Softmaxed(), torch.randn(2, 12, 1000), tmp_path / "softmaxed.onnx")
+    for declared, flagged in (("softmax", True), ("logits", True), ("probabilities", False)):
+        checkpoint.with_suffix(".json").write_text(json.dumps({"output": declared, "samples": 1000, "layout": "NCT"}))
+        melep_log.clear()
+        assert rank([checkpoint], TARGET, cache=None).ok
+        warned = [
+            record.getMessage() for record in melep_log.records if "sums to 1, as a softmax" in record.getMessage()
+        ]
+        assert bool(warned) is flagged, (declared, warned)
+    assert rank([ONNX], TARGET, cache=None).ok and not [
+        record
+        for record in melep_log.records
+        if "as a softmax" in record.getMessage() and "resnet1d" in record.getMessage()
+    ]
