@@ -57,3 +57,7 @@ class DeviceUnavailableError(CheckpointError):
     def __init__(self, where: str, reason: str) -> None:
         super().__init__(f"{where}: {reason}")
         self.reason = reason
+
+
+class RefusedPickleError(CheckpointError):
+    """A pickled file (torch.save, pickle) given as a checkpoint: refused unread (unpickling can run code)."""

@@ -35,7 +35,7 @@ import numpy as np
 from melep_cli.checkpoints import Checkpoint, discover_checkpoints, load_checkpoint, unique_names
 from melep_cli.checkpoints.backends import check_threads
 from melep_cli.checkpoints.devices import parse_device, parse_precision
-from melep_cli.errors import CheckpointError, MelepError, TargetError, UsageError
+from melep_cli.errors import CheckpointError, MelepError, RefusedPickleError, TargetError, UsageError
 from melep_cli.preprocess import InputSpec, prepare
 from melep_cli.scores import ModelOutputs
 from melep_cli.store import EntryKey, OutputsStore, default_cache_dir, file_digest, files_fingerprint, ids_digest
@@ -308,6 +308,8 @@ def _load(
         raise
     except MelepError as error:
         outcome.status, outcome.error, outcome.problem = "error", str(error), error
+        if isinstance(error, RefusedPickleError):
+            outcome.format = "pickle (refused)"
         _warn_unless_shared(outcome)
         return outcome, None
     except Exception as error:  # a broken file must never lose the others' results

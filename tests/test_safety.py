@@ -64,6 +64,8 @@ def test_rank_never_unpickles_and_ranks_the_good_checkpoint_beside(
     results = json.loads(captured.out)["results"]
     assert [(entry["checkpoint"], entry["status"]) for entry in results] == [(GOOD_ONNX.stem, "ok"), ("evil", "error")]
     assert "evil.pt" in results[1]["error"] and "Traceback" not in captured.err
+    if kind != "torchscript-zip":  # a pickle is not listed as the TorchScript its suffix suggests
+        assert results[1]["format"] == "pickle (refused)"
 
 
 # `melep inspect` / `melep annotate` with a torch.save pickle: tests/test_inspect_annotate.py.

@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 from melep_cli.checkpoints.discovery import ONNX_SUFFIXES
-from melep_cli.errors import CheckpointError
+from melep_cli.errors import CheckpointError, RefusedPickleError
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOL = 0x80
@@ -45,7 +45,7 @@ def detect_format(path: str | Path) -> str:
         return _classify_zip(path)
     if head[0] == _PICKLE_PROTOCOL:
         what = _describe_pickle(path.read_bytes())
-        raise CheckpointError(
+        raise RefusedPickleError(
             f"{path}: refused to load {what} saved with torch.save/pickle (unpickling can run arbitrary code); "
             f"{EXPORT_HINT}"
         )
@@ -64,7 +64,7 @@ def _classify_zip(path: Path) -> str:
             pickles = [name for name, part in zip(names, parts) if len(part) == 2 and part[1] == "data.pkl"]
             if pickles:
                 what = _describe_pickle(archive.read(pickles[0]))
-                raise CheckpointError(
+                raise RefusedPickleError(
                     f"{path}: refused to load {what} saved with torch.save (a pickle, not TorchScript; "
                     f"unpickling can run arbitrary code); {EXPORT_HINT}"
                 )
