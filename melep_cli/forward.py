@@ -578,6 +578,8 @@ class _Producer:
         self._held = 0
         self._changed = threading.Condition()
         self._stop = False
+        #: Set while the thread waits for room within the budget (what tests wait for instead of sleeping).
+        self.waiting_for_room = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="melep-producer")
         self._thread.start()
 
@@ -593,7 +595,9 @@ class _Producer:
                 size = _item_bytes(batch, prepared)
                 with self._changed:
                     while not self._stop and len(self._ready) >= self._depth and self._held + size > self._budget:
+                        self.waiting_for_room.set()
                         self._changed.wait()
+                    self.waiting_for_room.clear()
                     if self._stop:
                         return
                     self._ready.append(("batch", (batch, prepared), size))

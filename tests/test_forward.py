@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import h5py
@@ -57,10 +56,10 @@ def test_the_producer_runs_ahead_within_its_budget_and_prepares_what_inline_prep
     for budget, expected_ahead in ((1, 3), (4 * per_batch, 5), (1 << 40, 10)):
         produced: list[int] = []
         producer = forward_module._Producer(_counted(target.batches(32), produced), lambda batch: parts, budget)
-        deadline = time.monotonic() + 30
-        while len(produced) < expected_ahead and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)  # would it decode more than the budget allows?
+        if expected_ahead < 10:  # blocked, nothing consumed yet: it holds exactly what the budget allows
+            assert producer.waiting_for_room.wait(timeout=60)
+        else:  # the whole target fits: it decodes everything and finishes
+            producer._thread.join(timeout=60)
         # Held ahead: two items at least, else what the budget holds; plus the one decoded and waiting for room.
         assert len(produced) == expected_ahead, (budget, produced)
         consumed = 0
