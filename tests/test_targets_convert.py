@@ -12,7 +12,7 @@ import pytest
 
 from melep_cli.cli import run
 from melep_cli.cli.target_options import PtbxlLabels, TargetFormat, target_kwargs
-from melep_cli.errors import TargetError
+from melep_cli.errors import TargetError, UsageError
 from melep_cli.targets import convert, inspect_target, open_target, target_inspection_tables
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -69,7 +69,7 @@ def test_wfdb_to_hdf5_round_trip_keeps_signals_labels_and_order(cinc_subset, tmp
 
 def test_resampling_and_fixed_duration(cinc_subset, tmp_path):
     output = tmp_path / "short.h5"
-    result = convert(cinc_subset, output, sampling_rate=100, seconds=8, labels=["NSR", "PAC"])
+    result = convert(cinc_subset, output, resample=100, seconds=8, labels=["NSR", "PAC"])
     assert not result.padded and result.samples == 800
     converted = open_target(output, labels=["NSR", "PAC"])
     source = open_target(cinc_subset, labels=["NSR", "PAC"])
@@ -91,7 +91,7 @@ def test_resampling_keeps_the_waveform(tmp_path):
         h5["record_ids"] = np.array([b"up", b"down"])
     for rate in (100, 360):
         output = tmp_path / f"sine{rate}.h5"
-        result = convert(source, output, sampling_rate=rate, min_positives=1)
+        result = convert(source, output, resample=rate, min_positives=1)
         assert result.samples == 4 * rate and result.sampling_rate == rate
         batch = next(iter(open_target(output, min_positives=1).batches(2)))
         assert batch.sampling_rate == rate and batch.ids == ["up", "down"]
@@ -240,18 +240,136 @@ def test_mixed_rates_need_sampling_rate_and_leads_are_reordered(tmp_path):
         )
     (tmp_path / "labels.csv").write_text("record_id,K\nr1,1\nr2,0\n")
     options = {"labels_csv": tmp_path / "labels.csv", "min_positives": 1}
-    with pytest.raises(TargetError, match=r"different sampling rates \(500 and 250 Hz.*--sampling-rate"):
+    with pytest.raises(TargetError, match=r"different sampling rates \(500 and 250 Hz.*--resample"):
         convert(tmp_path, tmp_path / "out.h5", **options)
     assert not (tmp_path / "out.h5").exists()
     seen = []
     result = convert(
         tmp_path,
         tmp_path / "out.h5",
-        sampling_rate=250,
+        resample=250,
         progress=lambda done, total: seen.append((done, total)),
         **options,
     )
     assert result.leads == ("I", "II", "V1") and result.samples == 250 and seen[-1] == (2, 2)
+    assert result.sampling_rate == 250 and result.source_sampling_rates == (250.0, 500.0)
+    with h5py.File(tmp_path / "out.h5") as h5:
+        assert h5.attrs["sampling_rate"] == 250 and h5.attrs["source_sampling_rates"].tolist() == [250.0, 500.0]
     source = records(open_target(tmp_path, **options))
     converted = records(open_target(tmp_path / "out.h5", min_positives=1))
     np.testing.assert_allclose(converted["r2"][0], source["r2"][0][:, [1, 2, 0]], atol=1e-3)
+
+
+def _sine_h5(path: Path, rate: float, seconds: float = 4.0) -> Path:
+    """Two 12-lead sine records at `rate` Hz with the rate attribute."""
+    t = np.arange(round(seconds * rate)) / rate
+    waves = np.stack([np.sin(2 * np.pi * 2 * t + lead) for lead in range(12)], axis=1).astype(np.float32)
+    with h5py.File(path, "w") as h5:
+        h5["signals"] = np.stack([waves, -waves])
+        h5.attrs["sampling_rate"] = rate
+        h5["labels"] = np.array([[1], [0]], dtype=np.uint8)
+        h5["labels"].attrs["label_names"] = ["S"]
+        h5["record_ids"] = np.array([b"up", b"down"])
+    return path
+
+
+def test_resampling_uses_the_factors_prepare_uses(tmp_path):
+    """1001 -> 1000 Hz: convert resamples by up/down = 1000/1001, as `prepare` does, not by a 999/1000 guess."""
+    from scipy.signal import resample_poly
+
+    from melep_cli.preprocess import InputSpec, prepare, resampling_factors
+
+    assert resampling_factors(1001, 1000) == (1000, 1001)
+    source = _sine_h5(tmp_path / "odd.h5", 1001)
+    result = convert(source, tmp_path / "even.h5", resample=1000, min_positives=1)
+    assert result.sampling_rate == 1000 and result.source_sampling_rates == (1001.0,)
+    with h5py.File(source) as h5:
+        original = h5["signals"][()]
+    with h5py.File(tmp_path / "even.h5") as h5:
+        written = h5["signals"][()]
+    expected = resample_poly(original, 1000, 1001, axis=1).astype(np.float32)
+    np.testing.assert_allclose(written, expected, rtol=0, atol=1e-6)
+    spec = InputSpec(
+        sampling_rate=1000, samples=None, leads=tuple(result.leads), layout="NTC", normalization="none", dtype="float32"
+    )
+    np.testing.assert_allclose(written, prepare(original, 1001, result.leads, spec), rtol=0, atol=1e-6)
+
+
+def test_library_resample_is_the_output_rate_and_sampling_rate_the_read_rate(tmp_path):
+    """convert(..., sampling_rate=) is open_target's (the rate a file without the attribute is read at)."""
+    source = tmp_path / "norate.h5"
+    with h5py.File(_sine_h5(tmp_path / "rated.h5", 250)) as rated, h5py.File(source, "w") as h5:
+        h5["signals"] = rated["signals"][()]
+        h5["labels"] = rated["labels"][()]
+        h5["record_ids"] = rated["record_ids"][()]
+    result = convert(source, tmp_path / "out.h5", sampling_rate=250, resample=125, min_positives=1)
+    assert result.source_sampling_rates == (250.0,) and result.sampling_rate == 125 and result.samples == 500
+    with pytest.raises(UsageError, match="contradicts"):
+        convert(tmp_path / "rated.h5", tmp_path / "x.h5", sampling_rate=125, min_positives=1)
+    with pytest.raises(TypeError, match=r"source_rate.*sampling_rate"):
+        convert(source, tmp_path / "x.h5", source_rate=250, min_positives=1)
+    with pytest.raises(UsageError, match="--resample must be a positive number"):
+        convert(source, tmp_path / "x.h5", resample=0, sampling_rate=250, min_positives=1)
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_target_options_with_an_open_target_are_an_error(tmp_path):
+    """An open Target was opened with its own options: more are not silently dropped."""
+    source = _sine_h5(tmp_path / "s.h5", 250)
+    with pytest.raises(UsageError, match=r"labels.*already open"):
+        convert(open_target(source, min_positives=1), tmp_path / "o.h5", labels=["S"])
+    assert convert(open_target(source, min_positives=1), tmp_path / "o.h5").records == 2
+
+
+def test_cli_ptbxl_sampling_rate_reads_the_500_hz_files_and_says_so(tmp_path, capsys):
+    """`--sampling-rate 500 --folds 10` reads records500 (it used to upsample the 100 Hz files)."""
+    if not (PTBXL / "records500").is_dir():
+        pytest.skip(f"{PTBXL} is absent")
+    output = tmp_path / "x.h5"
+    code = run(["convert", str(PTBXL), str(output), "--sampling-rate", "500", "--folds", "10", "-f", "json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    document = json.loads(captured.out)
+    assert document["sampling_rate"] == 500 and document["source_sampling_rates"] == [500.0]
+    assert [line for line in captured.err.splitlines() if line.startswith("melep: wrote")] == [
+        f"melep: wrote {output}: {document['records']} records read at 500 Hz, not resampled"
+    ]
+    source = open_target(PTBXL, folds="10", sampling_rate=500)
+    assert document["records"] == len(source)
+    with h5py.File(output) as h5:
+        assert h5.attrs["sampling_rate"] == 500 and h5.attrs["source_sampling_rates"].tolist() == [500.0]
+    original, copy = records(source), records(open_target(output))
+    assert list(copy) == list(original)
+    for record_id, (signal, _) in original.items():
+        np.testing.assert_allclose(copy[record_id][0], signal, atol=1e-6)
+
+
+def test_cli_resample_reports_source_and_output_rates(tmp_path, capsys):
+    source = _sine_h5(tmp_path / "sine.h5", 500)
+    output = tmp_path / "out.h5"
+    code = run(["convert", str(source), str(output), "--resample", "250", "--min-positives", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.err.splitlines() == [f"melep: wrote {output}: 2 records read at 500 Hz, resampled to 250 Hz"]
+    assert "250 Hz (resampled from 500 Hz)" in captured.out
+    with h5py.File(output) as h5:
+        assert h5.attrs["sampling_rate"] == 250 and h5.attrs["source_sampling_rates"].tolist() == [500.0]
+        assert h5["signals"].shape == (2, 1000, 12)
+    assert run(["convert", str(source), str(tmp_path / "q.h5"), "--resample", "250", "--min-positives", "1", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_source_rate_is_gone_with_a_pointer_to_the_new_spelling(tmp_path, capsys):
+    source = _sine_h5(tmp_path / "sine.h5", 500)
+    assert run(["convert", str(source), str(tmp_path / "o.h5"), "--source-rate", "500"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--source-rate" in err[0] and "--sampling-rate" in err[0] and "--resample" in err[0]
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_cli_sampling_rate_on_a_wfdb_source_points_to_resample(cinc_subset, tmp_path, capsys):
+    """The old spelling of resampling, `convert WFDB out.h5 --sampling-rate 100`, is an error that says what to use."""
+    assert run(["convert", str(cinc_subset), str(tmp_path / "o.h5"), "--sampling-rate", "100"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sampling_rate applies to PTB-XL and HDF5 targets only (this is wfdb" in err[0], err
+    assert "--resample" in err[0]

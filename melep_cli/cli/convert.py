@@ -20,24 +20,28 @@ from melep_cli.cli.app import (
     configure_logging,
     emit,
     progress_bar,
+    stderr_console,
 )
 from melep_cli.cli.target_options import (
     TARGET_PANEL,
     FoldsOption,
     LabelsCsvOption,
     LabelsOption,
+    LeadNamesOption,
     MinPositivesOption,
-    PtbxlLabels,
     PtbxlLabelsOption,
     StrictOption,
     TargetArgument,
     TargetFormatOption,
+    TargetSamplingRateOption,
     target_kwargs,
 )
+from melep_cli.errors import UsageError
 from melep_cli.targets.convert import ConvertResult, convert
 
 
 def _summary_table(result: ConvertResult) -> list[Table]:
+    """The table output: what was written (rates read and written included), then the labels' prevalence."""
     summary = Table(title=f"Wrote {result.output}", show_header=False, title_justify="left")
     summary.add_column("what", style="bold")
     summary.add_column("value")
@@ -45,7 +49,11 @@ def _summary_table(result: ConvertResult) -> list[Table]:
     summary.add_row("records", f"{result.records:,}")
     summary.add_row("skipped", f"{len(result.skipped):,}")
     summary.add_row("signals", f"{result.records} x {result.samples} x {len(result.leads)} float32 mV")
-    summary.add_row("sampling rate", f"{result.sampling_rate:g} Hz")
+    if result.resampled:
+        read = ", ".join(f"{rate:g}" for rate in result.source_sampling_rates)
+        summary.add_row("sampling rate", f"{result.sampling_rate:g} Hz (resampled from {read} Hz)")
+    else:
+        summary.add_row("sampling rate", f"{result.sampling_rate:g} Hz (as read)")
     summary.add_row("leads", " ".join(result.leads))
     if result.padded:
         summary.add_row("lengths", "differ: zero-padded to the longest, true lengths in 'lengths'")
@@ -61,9 +69,14 @@ def _summary_table(result: ConvertResult) -> list[Table]:
 def convert_command(
     source: TargetArgument,
     output: Annotated[Path, typer.Argument(help="HDF5 file to write (replaced atomically).", show_default=False)],
-    sampling_rate: Annotated[
+    resample: Annotated[
         float | None,
-        typer.Option("--sampling-rate", help="Resample every record to this rate (Hz). Default: keep the rate."),
+        typer.Option(
+            "--resample",
+            metavar="HZ",
+            help="Write every record resampled to this rate (Hz). Default: the rate the records are read at.",
+            show_default=False,
+        ),
     ] = None,
     seconds: Annotated[
         float | None,
@@ -75,25 +88,34 @@ def convert_command(
     ] = None,
     source_rate: Annotated[
         float | None,
-        typer.Option(
-            "--source-rate", help="PTB-XL: read the 100 or 500 Hz records (default 100).", rich_help_panel=TARGET_PANEL
-        ),
+        typer.Option("--source-rate", hidden=True, rich_help_panel=TARGET_PANEL),  # gone: a usage error saying so
     ] = None,
     target_format: TargetFormatOption = None,
     labels: LabelsOption = None,
     labels_csv: LabelsCsvOption = None,
     min_positives: MinPositivesOption = 10,
-    ptbxl_labels: PtbxlLabelsOption = PtbxlLabels.superclass,
+    ptbxl_labels: PtbxlLabelsOption = None,
     folds: FoldsOption = None,
+    sampling_rate: TargetSamplingRateOption = None,
     strict: StrictOption = False,
+    lead_names: LeadNamesOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records decoded per step.")] = 64,
     output_format: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Write SOURCE (HDF5, WFDB/Challenge or PTB-XL) to OUTPUT in melep's HDF5 layout, optionally resampled and cut."""
+    """Write SOURCE (HDF5, WFDB/Challenge or PTB-XL) to OUTPUT in melep's HDF5 layout, optionally resampled and cut.
+
+    --sampling-rate is the rate the records are read at, as in every command (PTB-XL: the 100 or 500 Hz
+    files); --resample HZ is the rate they are written at. Both rates are reported on stderr.
+    """
     configure_logging(quiet=quiet)
     with cli_errors(debug):
+        if source_rate is not None:
+            raise UsageError(
+                "--source-rate is gone: --sampling-rate now gives the rate the records are read at (PTB-XL's 100 or "
+                "500 Hz files) and --resample HZ the rate they are written at"
+            )
         # OUTPUT is an argument, not the shared --output: checked here, before the long decode.
         check_output_path(output, [source, labels_csv], option="OUTPUT")
         options = target_kwargs(
@@ -103,15 +125,15 @@ def convert_command(
             min_positives=min_positives,
             ptbxl_labels=ptbxl_labels,
             folds=folds,
-            sampling_rate=source_rate,
+            sampling_rate=sampling_rate,
             strict=strict,
+            lead_names=lead_names,
         )
-        options["source_rate"] = options.pop("sampling_rate")
         with progress_bar("converting", quiet=quiet) as advance:
             result = convert(
                 source,
                 output,
-                sampling_rate=sampling_rate,
+                resample=resample,
                 seconds=seconds,
                 batch_size=batch_size,
                 progress=advance,
@@ -126,4 +148,7 @@ def convert_command(
                 *([name, repr(p)] for name, p in zip(result.label_names, result.prevalence)),
             ]
             text = report.rows_to_csv(rows)
+        if not quiet:
+            line = f"melep: wrote {output}: {result.records} records {result.rates_text()}"
+            stderr_console.print(line, markup=False, highlight=False)
         emit(text, _summary_table(result), None)

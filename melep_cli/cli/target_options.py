@@ -1,7 +1,9 @@
-"""Options that choose a target's records and labels, shared by `inspect`, `convert` and `rank`.
+"""Options that choose a target's records and labels, shared by `rank`, `forward`, `inspect` and `convert`.
 
 Use the Annotated types as parameter annotations and `target_kwargs(...)` to turn the values into
-`open_target` keyword arguments.
+`open_target` keyword arguments. An option the user did not give reaches `open_target` as None (the
+`--ptbxl-labels` callback sees to it even where a command declares the default superclass), so that
+only options really given for another format are usage errors.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ LabelsCsvOption = Annotated[
     Path | None,
     typer.Option(
         "--labels-csv",
-        help="CSV with one row per record id and one 0/1 column per label (e.g. CODE-15%'s exams.csv); joined by id.",
+        help="CSV with one row per record id and one 0/1 column per label (e.g. CODE-15%'s exams.csv); joined by id. "
+        "HDF5 and WFDB targets only.",
         rich_help_panel=TARGET_PANEL,
     ),
 ]
@@ -80,24 +83,43 @@ MinPositivesOption = Annotated[
         rich_help_panel=TARGET_PANEL,
     ),
 ]
+
+
+def given_only(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """The option's value when the user gave it, else None: a default must never count as given.
+
+    A target option given for a format it does not apply to is an error (`open_target`), so an option
+    shown with a default (`--ptbxl-labels`, default superclass) must tell the two apart.
+    """
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    return None if source is None or source.name == "DEFAULT" else value
+
+
 PtbxlLabelsOption = Annotated[
-    PtbxlLabels,
+    PtbxlLabels | None,
     typer.Option(
         "--ptbxl-labels",
-        help="PTB-XL labels: diagnostic superclasses, subclasses, diagnostic/form/rhythm statements, or all.",
+        help="PTB-XL labels: diagnostic superclasses (the default), subclasses, diagnostic/form/rhythm statements, "
+        "or all. PTB-XL targets only.",
         case_sensitive=False,
+        callback=given_only,
         rich_help_panel=TARGET_PANEL,
     ),
 ]
 FoldsOption = Annotated[
     str | None,
-    typer.Option("--folds", help="PTB-XL strat_fold selection, e.g. '9,10' or '1-8'.", rich_help_panel=TARGET_PANEL),
+    typer.Option(
+        "--folds",
+        help="PTB-XL strat_fold selection, e.g. '9,10' or '1-8'. PTB-XL targets only.",
+        rich_help_panel=TARGET_PANEL,
+    ),
 ]
 TargetSamplingRateOption = Annotated[
     float | None,
     typer.Option(
         "--sampling-rate",
-        help="PTB-XL: read the 100 or 500 Hz records (default 100). HDF5: the rate of a file without the attribute.",
+        help="The rate the records are read at. PTB-XL: read the 100 or 500 Hz files (default 100). HDF5: the rate "
+        "of a file without the attribute. Not for WFDB (headers give the rate).",
         rich_help_panel=TARGET_PANEL,
     ),
 ]
@@ -130,13 +152,17 @@ def target_kwargs(
     labels: str | None = None,
     labels_csv: Path | None = None,
     min_positives: int = 10,
-    ptbxl_labels: PtbxlLabels | str = PtbxlLabels.superclass,
+    ptbxl_labels: PtbxlLabels | str | None = None,
     folds: str | None = None,
     sampling_rate: float | None = None,
     strict: bool = False,
     lead_names: str | None = None,
 ) -> dict[str, Any]:
-    """The CLI's target option values as `open_target` keyword arguments."""
+    """The CLI's target option values as `open_target` keyword arguments.
+
+    None means "not given" (open_target's defaults apply); a value given for a format it does not apply
+    to is open_target's usage error.
+    """
     return {
         "lead_names": split_names(lead_names),
         "target_format": target_format.value if isinstance(target_format, TargetFormat) else target_format,

@@ -1,10 +1,14 @@
 """`melep convert`: any target -> one HDF5 file in the FORMATS.md layout, decoded once, ranked many times.
 
-Records are optionally resampled (scipy.signal.resample_poly) and cropped / zero-padded to a fixed
-duration. Without --seconds, records of different lengths are zero-padded to the longest and their
-true lengths stored in a `lengths` dataset (an extension of the layout), which the HDF5 reader uses to
-give every record back at its own length: nothing is lost and nothing is invented. The file is
-written under a temporary name next to the output and renamed when complete.
+Records are read at `sampling_rate` (open_target's: PTB-XL's 100 or 500 Hz files, the rate of an HDF5
+file without the attribute), optionally resampled to `resample` Hz (scipy.signal.resample_poly, by the
+factors of `preprocess.resampling_factors`, as `prepare` resamples) and cropped / zero-padded to a fixed
+duration. The file's `sampling_rate` is the output rate, its `source_sampling_rates` the rates read.
+
+Without --seconds, records of different lengths are zero-padded to the longest and their true lengths
+stored in a `lengths` dataset (an extension of the layout), which the HDF5 reader uses to give every
+record back at its own length: nothing is lost and nothing is invented. The file is written under a
+temporary name next to the output and renamed when complete.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,9 @@ import numpy as np
 
 from melep_cli.atomic import atomic_path
 from melep_cli.errors import TargetError, UsageError
+from melep_cli.preprocess import resampling_factors
 from melep_cli.targets.base import Target
-from melep_cli.targets.opener import open_target
+from melep_cli.targets.opener import NotApplicableError, open_target
 
 log = logging.getLogger("melep")
 
@@ -40,20 +44,36 @@ class ConvertResult:
     source: Path
     records: int
     samples: int  # T of the signals dataset
-    sampling_rate: float
+    sampling_rate: float  # of the written records
     leads: tuple[str, ...]
     label_names: tuple[str, ...]
     prevalence: tuple[float, ...]
     padded: bool  # records differ in length: zero-padded to the longest, true lengths in 'lengths'
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    source_sampling_rates: tuple[float, ...] = ()  # the rates the records were read at, ascending
+
+    @property
+    def resampled(self) -> bool:
+        """Whether any record was written at another rate than it was read at."""
+        return any(abs(rate - self.sampling_rate) > 1e-9 for rate in self.source_sampling_rates)
+
+    def rates_text(self) -> str:
+        """'read at 100 Hz, resampled to 500 Hz' or 'read at 500 Hz, not resampled'."""
+        read = _rates_text(self.source_sampling_rates)
+        if self.resampled:
+            return f"read at {read}, resampled to {self.sampling_rate:g} Hz"
+        return f"read at {read}, not resampled"
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready, as `melep convert --format json` prints it."""
         return {
             "output": str(self.output),
             "source": str(self.source),
             "records": self.records,
             "samples": self.samples,
             "sampling_rate": self.sampling_rate,
+            "source_sampling_rates": list(self.source_sampling_rates),
+            "resampled": self.resampled,
             "leads": list(self.leads),
             "labels": list(self.label_names),
             "prevalence": list(self.prevalence),
@@ -62,14 +82,23 @@ class ConvertResult:
         }
 
 
+def _rates_text(rates: Sequence[float]) -> str:
+    """(100.0,) -> '100 Hz'; (250.0, 500.0, 1000.0) -> '250, 500 and 1000 Hz'."""
+    texts = [f"{rate:g}" for rate in rates]
+    return (", ".join(texts[:-1]) + " and " + texts[-1] if len(texts) > 1 else "".join(texts)) + " Hz"
+
+
 def resample(signals: np.ndarray, from_rate: float, to_rate: float, axis: int = 0) -> np.ndarray:
-    """Polyphase resampling along `axis` (float32 out); a no-op when the rates are equal."""
-    if abs(from_rate - to_rate) < 1e-9:
+    """Polyphase resampling along `axis` (float32 out); a no-op when the rates are equal.
+
+    The factors are `resampling_factors`', so a converted file holds what `prepare` would feed a model.
+    """
+    up, down = resampling_factors(from_rate, to_rate)
+    if up == down:
         return np.asarray(signals, dtype=np.float32)
     from scipy.signal import resample_poly  # imported here: 0.5 s, paid by every melep command otherwise
 
-    ratio = Fraction(to_rate / from_rate).limit_denominator(1000)
-    return resample_poly(signals, ratio.numerator, ratio.denominator, axis=axis).astype(np.float32)
+    return resample_poly(signals, up, down, axis=axis).astype(np.float32)
 
 
 def fit_length(signal: np.ndarray, samples: int) -> np.ndarray:
@@ -96,33 +125,48 @@ def convert(
     source: str | Path | Target,
     output: str | Path,
     *,
-    sampling_rate: float | None = None,
+    resample: float | None = None,
     seconds: float | None = None,
     batch_size: int = 64,
     progress: ProgressCallback | None = None,
-    source_rate: float | None = None,
     compression_level: int = 4,
     **target_options: Any,
 ) -> ConvertResult:
     """Write the records of `source` (any target, or an opened Target) to the HDF5 file `output`.
 
-    sampling_rate: resample to this rate (Hz); default: the records' own rate (they must agree).
+    resample: write the records at this rate (Hz); default: the rate they are read at (they must agree).
     seconds: crop / zero-pad every record to this duration; default: keep lengths (see module docstring).
-    source_rate: PTB-XL: read the 100 or 500 Hz files (open_target's sampling_rate).
     progress: called with (records processed, records in the target) after every batch.
-    `target_options` select records and labels as in `open_target` (labels, folds, strict, ...).
+    `target_options` open `source` as `open_target` does (sampling_rate: the rate the records are read at,
+    PTB-XL's 100 or 500 Hz files; labels, folds, lead_names, strict, ...); none with an opened Target.
     """
+    if "source_rate" in target_options:
+        raise TypeError(
+            "convert(): source_rate is now sampling_rate (the rate the records are read at, as in open_target); "
+            "resample=HZ gives the output rate"
+        )
     output = Path(output)
-    if sampling_rate is not None and not (np.isfinite(sampling_rate) and sampling_rate > 0):
-        raise UsageError(f"--sampling-rate must be a positive number of Hz, got {sampling_rate}")
+    if resample is not None and not (np.isfinite(resample) and resample > 0):
+        raise UsageError(f"--resample must be a positive number of Hz, got {resample}")
     if seconds is not None and not (np.isfinite(seconds) and seconds > 0):
         raise UsageError(f"--seconds must be a positive number, got {seconds}")
-    target = source if isinstance(source, Target) else open_target(source, sampling_rate=source_rate, **target_options)
+    if isinstance(source, Target):
+        given = sorted(name for name, value in target_options.items() if value is not None)
+        if given:
+            raise UsageError(f"{source.path}: {', '.join(given)}: the target is already open with its own options")
+        target = source
+    else:
+        try:
+            target = open_target(source, **target_options)
+        except NotApplicableError as error:
+            if error.option != "sampling_rate":
+                raise
+            raise UsageError(f"{error}; to resample the records use --resample HZ") from None
     if output.exists() and output.resolve() == target.path.resolve():
         raise UsageError(f"{output}: the output would overwrite the source")
     try:
         with atomic_path(output) as temporary, h5py.File(temporary, "w") as h5:
-            result = _write(h5, target, output, sampling_rate, seconds, batch_size, progress, compression_level)
+            result = _write(h5, target, output, resample, seconds, batch_size, progress, compression_level)
     except OSError as error:  # readers turn their own OSErrors into TargetError: this one is the output's
         raise UsageError(f"{output}: cannot write ({error.strerror or error})") from None
     return result
@@ -132,14 +176,16 @@ def _write(
     h5: h5py.File,
     target: Target,
     output: Path,
-    sampling_rate: float | None,
+    resample: float | None,
     seconds: float | None,
     batch_size: int,
     progress: ProgressCallback | None,
     compression_level: int,
 ) -> ConvertResult:
+    """Stream the target's batches into `h5` (signals grow by batch), then the labels, ids and attributes."""
     signals: h5py.Dataset | None = None
-    rate: float | None = sampling_rate
+    rate: float | None = resample
+    source_rates: set[float] = set()
     leads: tuple[str, ...] = ()
     samples: int | None = None
     written = 0
@@ -147,12 +193,13 @@ def _write(
     label_rows: list[np.ndarray] = []
     ids: list[str] = []
     for batch in target.batches(batch_size):
+        source_rates.add(float(batch.sampling_rate))
         if rate is None:
             rate = batch.sampling_rate
-        elif sampling_rate is None and abs(batch.sampling_rate - rate) > 1e-9:
+        elif resample is None and abs(batch.sampling_rate - rate) > 1e-9:
             raise TargetError(
                 f"{target.path}: records have different sampling rates ({rate:g} and {batch.sampling_rate:g} Hz, "
-                f"e.g. record {batch.ids[0]}); pass --sampling-rate to resample them to one"
+                f"e.g. record {batch.ids[0]}); pass --resample HZ to resample them to one"
             )
         if not leads:
             leads = batch.leads
@@ -187,7 +234,8 @@ def _write(
         raise TargetError(f"{target.path}: no readable record to convert ({len(target.skipped)} skipped)")
     padded = len(set(lengths)) > 1
     label_matrix = np.concatenate(label_rows) if label_rows else np.zeros((0, len(target.label_names)), np.uint8)
-    _write_metadata(h5, signals, target, rate, leads, ids, label_matrix, lengths if padded else None)
+    read_rates = tuple(sorted(source_rates))
+    _write_metadata(h5, signals, target, rate, read_rates, leads, ids, label_matrix, lengths if padded else None)
     if padded:
         log.warning(
             f"{output}: records differ in length ({min(lengths)} to {max(lengths)} samples); zero-padded to the "
@@ -204,6 +252,7 @@ def _write(
         prevalence=tuple(float(p) for p in label_matrix.mean(axis=0, dtype=np.float64)),
         padded=padded,
         skipped=target.skipped,
+        source_sampling_rates=read_rates,
     )
 
 
@@ -237,11 +286,13 @@ def _write_metadata(
     signals: h5py.Dataset,
     target: Target,
     rate: float,
+    source_rates: Sequence[float],
     leads: Sequence[str],
     ids: Sequence[str],
     label_matrix: np.ndarray,
     lengths: Sequence[int] | None,
 ) -> None:
+    """The layout's attributes and datasets beside `signals`; `leads` are the written (renamed) names."""
     from melep_cli import __version__
 
     for obj in (h5, signals):
@@ -250,6 +301,7 @@ def _write_metadata(
     signals.attrs["units"] = "mV"
     h5.attrs["source"] = str(target.path)
     h5.attrs["source_format"] = target.format
+    h5.attrs["source_sampling_rates"] = np.asarray(source_rates, dtype=np.float64)  # rates read; sampling_rate: written
     h5.attrs["label_source"] = target.label_source
     h5.attrs["created_by"] = f"melep {__version__} convert"
     labels = h5.create_dataset("labels", data=label_matrix.astype(np.uint8), compression="gzip")
