@@ -206,7 +206,7 @@ def test_rate_and_metadata_errors_name_the_file(tmp_path):
     garbage.write_text("not hdf5")
     with pytest.raises(TargetError, match=r"garbage\.h5: cannot open as HDF5"):
         open_target(garbage)
-    with pytest.raises(UsageError, match="--folds applies to PTB-XL"):
+    with pytest.raises(UsageError, match="folds applies to PTB-XL"):
         open_target(rated, folds="1")
 
 
