@@ -6,10 +6,12 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -91,59 +93,108 @@ def format_score(value: float | None, digits: int = 4) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+# Rich helpers: user strings are never markup, titles and captions wrap at words ---------------------
+
+
+def literal(value: object, style: str = "") -> Text:
+    """`value` as Rich Text, shown as is: a name like `model[v2]` is never read as markup (and never lost)."""
+    return Text(str(value), style=style)
+
+
+def annotation(value: str, style: str) -> Text:
+    """A table title or caption, shown literally and wrapped at word boundaries within the table.
+
+    no_wrap=False and overflow="fold" are explicit because the stdout console soft-wraps: without them
+    Rich prints a title as one line and the terminal cuts it mid-word.
+    """
+    return Text(value, style=style, no_wrap=False, overflow="fold")
+
+
+def set_annotations(table: Table, title: str | None = None, caption: str | None = None) -> Table:
+    """Give `table` a literal title and caption, and at least the width of their longest word (up to the
+    console's), so that only a word longer than the terminal is ever split."""
+    if title is not None:
+        table.title = annotation(title, "table.title")
+    if caption is not None:
+        table.caption = annotation(caption, "table.caption")
+    words = f"{title or ''} {caption or ''}".split()
+    if words:
+        table.min_width = max(table.min_width or 0, max(Text(word).cell_len for word in words))
+    return table
+
+
+def natural_width(renderable: RenderableType) -> int:
+    """The columns `renderable` takes when nothing has to be wrapped or cut."""
+    console = Console(width=100_000, file=io.StringIO(), color_system=None)
+    return Measurement.get(console, console.options, renderable).maximum
+
+
+class FittedTable(Table):
+    """A Table that, printed on a console narrower than it, prints `refit(width)` instead.
+
+    So one table object serves both outputs of `emit`: a pipe or a file (PLAIN_TEXT_WIDTH wide, where it
+    fits and prints as built) and a terminal of any width, without the command passing the width in.
+    """
+
+    def __init__(self, *args: Any, refit: Callable[[int], RenderableType] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refit = refit
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.refit is not None and natural_width(self) > options.max_width:
+            yield self.refit(options.max_width)
+        else:
+            yield from super().__rich_console__(console, options)
+
+
 def score_table(result: MelepResult, *, activation: str, source: str | None = None) -> Table:
-    """The headline of `melep score`: the score and what it was computed from."""
-    table = Table(title="MELEP (lower is better)", show_header=True, header_style="bold")
+    """The headline of `melep score`: the score and what it was computed from (`source`, the input paths)."""
+    table = Table(header_style="bold")
     for column in ("MELEP", "weighting", "activation", "records", "target labels", "source labels"):
         table.add_column(column, justify="right" if column in ("MELEP", "records") else "left")
     used = len(result.label_names) - len(result.degenerate)
     table.add_row(
         format_score(result.score),
-        result.weighting,
-        activation,
+        literal(result.weighting),
+        literal(activation),
         str(result.records),
         f"{used} of {len(result.label_names)}",
         str(len(result.source_names)),
     )
-    if source:
-        table.caption = source
-    return table
+    return set_annotations(table, "MELEP (lower is better)", source or None)
 
 
 def per_label_table(result: MelepResult) -> Table:
     """Per target label: prevalence, weight, m(y), and H(y), the value of an uninformative model."""
-    table = Table(title="Per target label", header_style="bold")
-    table.add_column("label")
+    table = Table(header_style="bold")
+    table.add_column("label", overflow="fold")
     for column in ("positives", "prevalence", "weight", "m(y)", "H(y) (no information)"):
         table.add_column(column, justify="right")
     entropy = result.entropy
     for index, name in enumerate(result.label_names):
         degenerate = name in result.degenerate
         table.add_row(
-            name,
+            literal(name),
             str(int(result.positives[index])),
             f"{result.prevalence[index]:.3f}",
             "degenerate" if degenerate else f"{result.label_weights[index]:.3f}",
             format_score(result.per_label[index]),
             format_score(entropy[index]),
         )
-    return table
+    return set_annotations(table, "Per target label")
 
 
 def phi_table(result: MelepResult, title: str = "phi(y, z): target label x source label") -> Table:
-    """The Y x Z pair scores; the most informative source label of each row in bold."""
-    table = Table(title=title, header_style="bold")
-    table.add_column("target \\ source")
+    """The Y x Z pair scores; the most informative source label of each row in bold. `title` is literal text."""
+    table = Table(header_style="bold")
+    table.add_column("target \\ source", overflow="fold")
     for name in result.source_names:
-        table.add_column(name, justify="right")
+        table.add_column(literal(name), justify="right")
     for name, row in zip(result.label_names, result.phi):
         best = int(np.nanargmin(row)) if np.isfinite(row).any() else -1
-        cells = [
-            f"[bold]{format_score(value)}[/bold]" if index == best else format_score(value)
-            for index, value in enumerate(row)
-        ]
-        table.add_row(name, *cells)
-    return table
+        cells = [literal(format_score(value), "bold" if index == best else "") for index, value in enumerate(row)]
+        table.add_row(literal(name), *cells)
+    return set_annotations(table, title)
 
 
 # melep rank ------------------------------------------------------------------------------------
@@ -227,91 +278,195 @@ def rank_to_csv(report: RankReport, *, per_label: bool = False) -> str:
     return rows_to_csv(rows)
 
 
-def _format_text(outcome: CheckpointOutcome) -> str:
-    """The checkpoint format, with the precision when it is not the exact float32 (e.g. 'torchscript bfloat16')."""
-    text = outcome.format or ""
+#: Short forms of the format column when the terminal is narrow (the caption says what they stand for).
+_SHORT_FORMATS = {"torchscript": "ts", "bfloat16": "bf16", "float16": "f16"}
+#: The rank table's columns: name and justification.
+RANK_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("rank", "right"),
+    ("checkpoint", "left"),
+    ("format", "left"),
+    ("MELEP", "right"),
+    ("Δ best", "right"),
+    ("source labels", "right"),
+    ("records", "right"),
+    ("seconds", "right"),
+)
+_ALL = tuple(name for name, _ in RANK_COLUMNS)
+#: The order in which RANK_LAYOUTS leave columns out.
+_DROP_ORDER = ("records", "seconds", "source labels", "Δ best", "format")
+#: The layouts tried for a width, widest first: (columns, short format). The first that fits is used;
+#: the checkpoint name is never cut, so records, seconds and source labels go first (the JSON and CSV have
+#: them), then the format is abbreviated, then Δ best and the format go. Rank, checkpoint and MELEP stay.
+RANK_LAYOUTS: tuple[tuple[tuple[str, ...], bool], ...] = (
+    (_ALL, False),
+    (tuple(name for name in _ALL if name != "records"), False),
+    (("rank", "checkpoint", "format", "MELEP", "Δ best", "source labels"), False),
+    (("rank", "checkpoint", "format", "MELEP", "Δ best"), False),
+    (("rank", "checkpoint", "format", "MELEP", "Δ best"), True),
+    (("rank", "checkpoint", "format", "MELEP"), True),
+    (("rank", "checkpoint", "MELEP"), True),
+)
+
+
+def _format_text(outcome: CheckpointOutcome, *, short: bool = False) -> str:
+    """The checkpoint format, with the precision when it is not the exact float32 (e.g. 'torchscript bfloat16');
+    with `short`, abbreviated ('ts bf16')."""
+    parts = [outcome.format or ""]
     if outcome.precision not in (None, "float32"):
-        text = f"{text} {outcome.precision}"
-    return text
+        parts.append(outcome.precision)
+    if short:
+        parts = [_SHORT_FORMATS.get(part, part) for part in parts]
+    return " ".join(parts)
 
 
-def rank_table(report: RankReport, *, top: int | None = None) -> Table:
-    """Ranked best first: rank, checkpoint, format, MELEP, difference from the best, Z, records, seconds."""
-    target = report.target
-    table = Table(
-        title=f"MELEP ranking on {target.path} ({report.weighting} weighting; lower is better)",
-        header_style="bold",
-    )
-    for column, justify in (
-        ("rank", "right"),
-        ("checkpoint", "left"),
-        ("format", "left"),
-        ("MELEP", "right"),
-        ("Δ best", "right"),
-        ("source labels", "right"),
-        ("records", "right"),
-        ("seconds", "right"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+def rank_table_columns(report: RankReport, width: int | None, *, top: int | None = None) -> tuple[str, ...]:
+    """The columns `rank_table` shows at `width` (None: all of them): the first of RANK_LAYOUTS that fits."""
+    return _rank_layout(report, width, top)[0]
+
+
+def _rank_layout(report: RankReport, width: int | None, top: int | None) -> tuple[tuple[str, ...], bool]:
+    if width is None:
+        return RANK_LAYOUTS[0]
+    for columns, short in RANK_LAYOUTS:
+        if natural_width(_rank_grid(report, columns, short=short, top=top)) <= width:
+            return columns, short
+    return RANK_LAYOUTS[-1]  # a name wider than the terminal: it is folded onto several lines, never cut
+
+
+def _rank_grid(report: RankReport, columns: Sequence[str], *, short: bool, top: int | None) -> FittedTable:
+    """The rank table's columns and rows, without title or caption."""
+    table = FittedTable(header_style="bold")
+    justify = dict(RANK_COLUMNS)
+    for column in columns:
+        # Numbers and ranks are short and never wrapped; a name too wide for the terminal folds, never "…".
+        table.add_column(
+            column,
+            justify=justify[column],  # type: ignore[arg-type]
+            no_wrap=column not in ("checkpoint", "format"),
+            overflow="fold",
+        )
     ok = report.ok
     best = ok[0].melep if ok else None
-    shown = ok if top is None else ok[:top]
-    for outcome in shown:
+    for outcome in ok if top is None else ok[:top]:
         result = outcome.result
         assert result is not None and best is not None
-        style = "bold green" if outcome.rank == 1 else None
-        table.add_row(
-            str(outcome.rank),
-            outcome.name,
-            _format_text(outcome),
-            format_score(result.score),
-            "—" if outcome.rank == 1 else f"+{result.score - best:.4f}",
-            str(len(result.source_names)),
-            str(result.records),
-            f"{outcome.seconds:.2f}",
-            style=style,
-        )
+        cells = {
+            "rank": str(outcome.rank),
+            "checkpoint": literal(outcome.name),
+            "format": literal(_format_text(outcome, short=short)),
+            "MELEP": format_score(result.score),
+            "Δ best": "—" if outcome.rank == 1 else f"+{result.score - best:.4f}",
+            "source labels": str(len(result.source_names)),
+            "records": str(result.records),
+            "seconds": f"{outcome.seconds:.2f}",
+        }
+        table.add_row(*(cells[column] for column in columns), style="bold green" if outcome.rank == 1 else None)
     for outcome in report.failed:
-        seconds = f"{outcome.seconds:.2f}"
-        table.add_row("—", outcome.name, _format_text(outcome), "[red]error[/red]", "", "", "", seconds)
+        cells = {
+            "rank": "—",
+            "checkpoint": literal(outcome.name),
+            "format": literal(_format_text(outcome, short=short)),
+            "MELEP": literal("error", "red"),
+            "seconds": f"{outcome.seconds:.2f}",
+        }
+        table.add_row(*(cells.get(column, "") for column in columns))
+    return table
+
+
+def rank_table(report: RankReport, *, top: int | None = None, width: int | None = None) -> Table:
+    """Ranked best first: rank, checkpoint, format, MELEP, difference from the best, Z, records, seconds.
+
+    With `width` (a terminal's columns), only the columns that fit, by RANK_LAYOUTS: a checkpoint name is
+    never cut, and the caption says which columns were left out. Without it every column, as before, and
+    the table refits itself when printed on a console too narrow for them (a terminal; not a pipe or file).
+    """
+    columns, short = _rank_layout(report, width, top)
+    table = _rank_grid(report, columns, short=short, top=top)
+    if width is None:
+        table.refit = lambda fitted: rank_table(report, top=top, width=fitted)
+    target = report.target
     labels = ", ".join(f"{name} {p:.1%}" for name, p in zip(target.labels, target.prevalence))
     caption = f"{target.records} records; target labels (prevalence): {labels}"
     cached = sum(1 for outcome in report.outcomes if outcome.cached)
     if cached:
         caption += f"; outputs of {cached} of {len(report.outcomes)} checkpoints read from the cache {report.cache}"
-    table.caption = caption
-    return table
+    left_out = [name for name in _DROP_ORDER if name not in columns]
+    if left_out:
+        caption += f"; not shown at this width: {', '.join(left_out)} (see --format json)"
+    if short and "format" in columns and any(outcome.format == "torchscript" for outcome in report.outcomes):
+        caption += "; ts = torchscript"
+    title = f"MELEP ranking on {target.path} ({report.weighting} weighting; lower is better)"
+    return set_annotations(table, title, caption)
 
 
 def rank_errors_table(report: RankReport) -> Table | None:
     """The message of each failed checkpoint, or None when all were ranked."""
     if not report.failed:
         return None
-    table = Table(title="Checkpoints that failed", header_style="bold red")
-    table.add_column("checkpoint")
+    table = Table(header_style="bold red")
+    table.add_column("checkpoint", overflow="fold")
     table.add_column("error", overflow="fold")
     for outcome in report.failed:
-        table.add_row(outcome.name, outcome.error or "")
-    return table
+        table.add_row(literal(outcome.name), literal(outcome.error or ""))
+    return set_annotations(table, "Checkpoints that failed")
 
 
-def rank_per_label_table(report: RankReport, *, top: int | None = None) -> Table:
-    """Target labels x checkpoints of m(y); the best (lowest) checkpoint per label in bold."""
+_PER_LABEL_TITLE = "Per target label m(y) (lower is better; best per label in bold)"
+
+
+def rank_per_label_table(report: RankReport, *, top: int | None = None, width: int | None = None) -> Table | Group:
+    """Target labels x checkpoints of m(y); the best (lowest) checkpoint per label in bold.
+
+    The columns are headed by the checkpoint names when they fit `width`; else by their ranks (#1, #2, ...)
+    with the names in the caption, and, when even those do not fit, the checkpoints are split over several
+    tables. Names and values are never cut. Without `width`: names, refitted when printed too narrow.
+    """
     ok = report.ok if top is None else report.ok[:top]
-    table = Table(title="Per target label m(y) (lower is better; best per label in bold)", header_style="bold")
-    table.add_column("label")
-    table.add_column("prevalence", justify="right")
-    for outcome in ok:
-        table.add_column(outcome.name, justify="right")
+    best = []
+    for index in range(len(report.target.labels)):
+        finite = [value for value in _per_label_values(ok, index) if math.isfinite(value)]
+        best.append(min(finite) if finite else None)
+    table = _per_label_grid(report, ok, best, by_rank=False)
+    if width is None:
+        table.refit = lambda fitted: rank_per_label_table(report, top=top, width=fitted)
+    if width is None or natural_width(table) <= width or not ok:
+        return set_annotations(table, _PER_LABEL_TITLE)
+    chunks: list[list[CheckpointOutcome]] = []
+    remaining = list(ok)
+    while remaining:
+        count = len(remaining)
+        while count > 1 and natural_width(_per_label_grid(report, remaining[:count], best, by_rank=True)) > width:
+            count -= 1
+        chunks.append(remaining[:count])
+        remaining = remaining[count:]
+    tables = []
+    for number, chunk in enumerate(chunks):
+        legend = "columns: " + ", ".join(f"#{outcome.rank}={outcome.name}" for outcome in chunk)
+        title = _PER_LABEL_TITLE if number == 0 else "Per target label m(y), continued"
+        tables.append(set_annotations(_per_label_grid(report, chunk, best, by_rank=True), title, legend))
+    return tables[0] if len(tables) == 1 else Group(*tables)
+
+
+def _per_label_values(outcomes: Sequence[CheckpointOutcome], index: int) -> list[float]:
+    return [outcome.result.per_label[index] for outcome in outcomes if outcome.result is not None]
+
+
+def _per_label_grid(
+    report: RankReport, outcomes: Sequence[CheckpointOutcome], best: Sequence[float | None], *, by_rank: bool
+) -> FittedTable:
+    """Labels as rows, `outcomes` as columns headed by name or (`by_rank`) by rank."""
+    table = FittedTable(header_style="bold")
+    table.add_column("label", overflow="fold")
+    table.add_column("prevalence", justify="right", no_wrap=True)
+    for outcome in outcomes:
+        header = f"#{outcome.rank}" if by_rank else outcome.name
+        table.add_column(literal(header), justify="right", no_wrap=True)
     for index, label in enumerate(report.target.labels):
-        values = [outcome.result.per_label[index] for outcome in ok if outcome.result is not None]
-        finite = [value for value in values if math.isfinite(value)]
-        best = min(finite) if finite else None
         cells = [
-            f"[bold]{format_score(value)}[/bold]" if best is not None and value == best else format_score(value)
-            for value in values
+            literal(format_score(value), "bold" if best[index] is not None and value == best[index] else "")
+            for value in _per_label_values(outcomes, index)
         ]
-        table.add_row(label, f"{report.target.prevalence[index]:.3f}", *cells)
+        table.add_row(literal(label), f"{report.target.prevalence[index]:.3f}", *cells)
     return table
 
 
@@ -363,7 +518,7 @@ def forward_to_dict(report: ForwardReport) -> dict[str, Any]:
 
 def forward_table(report: ForwardReport) -> Table:
     """One row per checkpoint: whether its outputs were computed now or read from the store, and their shape."""
-    table = Table(title=Text(f"Forward passes on {report.target.path}"), header_style="bold")
+    table = Table(header_style="bold")
     for column, justify in (
         ("checkpoint", "left"),
         ("format", "left"),
@@ -372,19 +527,19 @@ def forward_table(report: ForwardReport) -> Table:
         ("Z", "right"),
         ("seconds", "right"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, overflow="fold" if column == "checkpoint" else "ellipsis")  # type: ignore[arg-type]
     for result in report.results:
         if result.outputs is None:
-            table.add_row(Text(result.name), result.format or "", Text("error", style="red"), "", "", "")
+            table.add_row(literal(result.name), literal(result.format or ""), literal("error", "red"), "", "", "")
             continue
         table.add_row(
-            Text(result.name),
-            result.format or "",
+            literal(result.name),
+            literal(result.format or ""),
             "from the cache" if result.cached else "computed",
             str(result.outputs.shape[0]),
             str(result.outputs.shape[1]),
             f"{result.seconds:.2f}",
         )
     where = f"stored in {report.cache}" if report.cache is not None else "not stored (no cache)"
-    table.caption = Text(f"{report.forward_passes} forward pass(es) run; outputs {where}")
-    return table
+    caption = f"{report.forward_passes} forward pass(es) run; outputs {where}"
+    return set_annotations(table, f"Forward passes on {report.target.path}", caption)

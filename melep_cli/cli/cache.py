@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from melep_cli import report
 from melep_cli.cli.app import (
@@ -107,16 +106,21 @@ def cache_clear(cache: CacheOption = None, quiet: QuietOption = False, debug: De
 
 
 def _entries_table(store: OutputsStore, entries: list[dict]) -> Table:
-    table = Table(title=Text(f"melep cache {store.directory}"), header_style="bold")
+    """One row per stored entry; paths are the user's: literal, and folded rather than cut when long."""
+    table = Table(header_style="bold")
     for column in ("checkpoint", "target", "records", "outputs", "precision", "size", "created", "status"):
-        table.add_column(column, justify="right" if column in ("records", "outputs", "size") else "left")
+        table.add_column(
+            column,
+            justify="right" if column in ("records", "outputs", "size") else "left",
+            overflow="fold" if column in ("checkpoint", "target", "status") else "ellipsis",
+        )
     for entry in entries:
         cells = [str(entry.get(key, "")) for key in ("checkpoint", "target", "records", "outputs", "precision")]
         cells += [_size(entry["bytes"]), str(entry.get("created", "")), str(entry.get("status", ""))]
-        table.add_row(*(Text(cell) for cell in cells))  # paths are the user's: never read as markup
+        table.add_row(*(report.literal(cell) for cell in cells))
     total = sum(entry["bytes"] for entry in entries)
-    table.caption = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_size(total)}"
-    return table
+    caption = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_size(total)}"
+    return report.set_annotations(table, f"melep cache {store.directory}", caption)
 
 
 def _size(count: int) -> str:
