@@ -5,7 +5,7 @@
 Produces
 - `ptbxl_target.h5`: a real target task (PTB-XL `strat_fold == 10`, 100 Hz, 10 s, 12 leads, mV) in the
   project's HDF5 layout, with the five diagnostic superclasses and a few frequent SCP statements;
-- `cinc_wfdb/`: a dozen CinC 2021 records copied verbatim (header quirks included);
+- `cinc_wfdb/`: twenty CinC 2021 records copied verbatim (header quirks included);
 - `checkpoints/`: small real models (1-D ResNet and Bi-LSTM; ONNX and TorchScript) trained on data disjoint
   from both targets, each with its `melep` metadata embedded;
 - `training_log.json`: per-epoch training loss and validation AUROC of every checkpoint.
@@ -60,7 +60,9 @@ SIGNAL_QUANTUM_MV = 2.0**-8
 #: CinC records copied into `cinc_wfdb/` (never used for training). Chosen for the real-world quirks:
 #: CPSC A* (A2712 is 12 s long: the tool must crop), Georgia E* (record line `E00271.mat 12 500 5000`,
 #: dates like 05-May-2020), JS20005 (`,,` in #Dx), JS20006 (251238007, a code in no mapping), and HR06003
-#: (a PTB-XL patient in CinC format).
+#: (a PTB-XL patient in CinC format). The other HR* (PTB-XL records in CinC format, none in the PTB-XL data
+#: the checkpoints were trained on; main() checks it) bring NSR to 10 positives, so that `melep rank` on
+#: `cinc_wfdb/` has a label at the default --min-positives 10.
 CINC_TARGET_RECORDS = (
     "A0689",
     "A2712",
@@ -74,6 +76,14 @@ CINC_TARGET_RECORDS = (
     "JS22627",
     "JS36330",
     "HR06003",
+    "HR06000",
+    "HR06001",
+    "HR06002",
+    "HR08883",
+    "HR09008",
+    "HR09739",
+    "HR14287",
+    "HR19293",
 )
 #: Scored-equivalent SNOMED CT pairs of the challenge, merged into the first code.
 CINC_EQUIVALENT = {"59118001": "713427006", "63593006": "284470004", "17338001": "427172004", "164909002": "733534002"}
@@ -514,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     database, statements, signals = read_ptbxl(args.ptbxl)
     write_target(out / "ptbxl_target.h5", database, statements, signals)
     copy_cinc_records(args.cinc, out / "cinc_wfdb")
+    # HR* records are PTB-XL records in CinC format: none of the copied ones may be a PTB-XL training record.
+    copied = {int(record[2:]) for record in CINC_TARGET_RECORDS if record.startswith("HR")}
+    trained = copied & set(database[database["strat_fold"].isin(TRAIN_FOLDS)].index)
+    assert not trained, f"CinC target records that are PTB-XL training records: {sorted(trained)}"
 
     groups = statement_groups(statements)
     train_rows = database[database["strat_fold"].isin(TRAIN_FOLDS)]["statements"]

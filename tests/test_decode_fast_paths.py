@@ -447,3 +447,34 @@ def test_parsed_headers_convert_like_the_formula(tmp_path, lines):
     adu.tofile(tmp_path / "rec.dat")
     header = parse_header(path)
     assert_same_bits(read_wfdb_signal(header), plain_physical(adu, header))
+
+
+# ----- invalid samples --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("formats", [["16"] * 3, ["16", "212", "8"], ["8"] * 3, ["24", "16", "80"], ["32"] * 3])
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.float64])
+def test_invalid_sample_check_agrees_with_a_plain_comparison(formats, dtype):
+    """check_invalid_samples (one minimum first, one value or one per lead) against lead-by-lead equality."""
+    from melep_cli.targets.challenge import INVALID_SAMPLE, check_invalid_samples, missing_samples_error
+
+    signals = tuple(
+        SignalSpec("rec.dat", fmt, 0, 200.0, 0.0, "mV", f"L{i}", fmt == "16") for i, fmt in enumerate(formats)
+    )
+    header = Header(Path("rec.hea"), "rec", len(signals), 500.0, None, signals, ())
+    info = np.iinfo(dtype) if np.dtype(dtype).kind == "i" else np.iinfo(np.int64)
+    rng = np.random.default_rng(len(set(formats)))
+    for trial in range(20):
+        adu = rng.integers(max(info.min, -(2**31)) + 1, min(info.max, 2**31), size=(300, len(formats))).astype(dtype)
+        for lead in rng.choice(len(formats), size=trial % 3, replace=False):
+            value = INVALID_SAMPLE.get(formats[lead], -32768)
+            if np.dtype(dtype).kind == "i" and not info.min <= value <= info.max:
+                continue
+            adu[rng.integers(0, 300, size=trial % 4 + 1), lead] = value
+        counts = np.array(
+            [(adu[:, j] == INVALID_SAMPLE[fmt]).sum() if fmt in INVALID_SAMPLE else 0 for j, fmt in enumerate(formats)]
+        )
+        if not counts.any():
+            check_invalid_samples(adu, header)
+            continue
+        with pytest.raises(TargetError) as error:
+            check_invalid_samples(adu, header)
+        assert str(error.value) == str(missing_samples_error(header, counts, header.leads))

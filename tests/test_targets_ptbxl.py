@@ -98,3 +98,46 @@ def test_decoding_a_fold_gives_millivolts_at_100_hz(ptbxl):
         assert 0.05 < float(np.abs(batch.signals).mean()) < 2  # millivolts, not adu
         count += len(batch)
     assert count == len(target) and not target.skipped
+
+
+def test_invalid_samples_skip_a_ptbxl_record_with_the_wfdb_reason(ptbxl, tmp_path):
+    """PTB-XL's format-16 records are read by melep's own decoder: -32768 (WFDB's invalid sample) skips the record
+    as wfdb's NaN would, with the reason every other path gives."""
+    import shutil
+
+    import wfdb
+
+    rows = database_rows(ptbxl)[:8]
+    with (tmp_path / "ptbxl_database.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    shutil.copy(ptbxl / "scp_statements.csv", tmp_path)
+    for row in rows:
+        record = tmp_path / row["filename_lr"]
+        record.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".hea", ".dat"):
+            shutil.copy(ptbxl / f"{row['filename_lr']}{suffix}", record.with_name(record.name + suffix))
+    broken = tmp_path / f"{rows[2]['filename_lr']}.dat"
+    adu = np.fromfile(broken, dtype="<i2").reshape(-1, 12)
+    adu[40:45, 3] = -32768
+    adu.tofile(broken)
+    assert np.isnan(wfdb.rdrecord(str(broken.with_suffix(""))).p_signal).sum() == 5
+    target = open_target(tmp_path, min_positives=1)
+    read = [record_id for batch in target.batches(3) for record_id in batch.ids]
+    assert read == [row["ecg_id"] for row in rows if row is not rows[2]]
+    header = broken.with_suffix(".hea")
+    assert target.skipped == [
+        (rows[2]["ecg_id"], f"{header}: 5 missing samples (WFDB's invalid-sample value) on lead AVR")
+    ]
+
+
+def test_inspect_lists_every_superclass_below_the_threshold(ptbxl):
+    from melep_cli.targets import inspect_target
+
+    info = inspect_target(ptbxl, decode=False, folds="10", min_positives=200)
+    every = {entry["name"]: entry for entry in info["all_labels"]}
+    assert set(every) == {"NORM", "MI", "STTC", "HYP", "CD"}
+    selected = [entry["name"] for entry in info["labels"]]
+    assert selected == [name for name, entry in every.items() if entry["positives"] >= 200]
+    assert all(entry["note"] == "fewer than 200 positives" for name, entry in every.items() if name not in selected)

@@ -102,7 +102,7 @@ def test_default_labels_have_min_positives_and_a_negative(cinc):
     positives = target.labels.sum(axis=0)
     assert (positives >= 10).all() and (positives < len(target)).all()
     assert set(target.label_names) >= {"NSR", "SB", "STach", "PAC", "TAb"}
-    with pytest.raises(UsageError, match="--sampling-rate applies to PTB-XL and HDF5"):
+    with pytest.raises(UsageError, match="sampling_rate applies to PTB-XL and HDF5"):
         open_target(cinc, sampling_rate=500)
 
 
@@ -199,3 +199,61 @@ def test_mapping_table_merges_the_scored_equivalents():
         assert mapping.label_name(code) == mapping.label_name(canonical) == mapping.abbreviation[canonical]
     assert mapping.label_name("164889003") == "AF"
     assert mapping.label_name("251238007") == "251238007"
+
+
+# -- the shipped CinC sample ---------------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_CINC = ROOT / "sample_data" / "cinc_wfdb"
+README_RANK = "melep rank -c sample_data/checkpoints -t sample_data/cinc_wfdb"
+NO_MAPPING = "SNOMED CT codes in no mapping"
+
+
+def run_melep(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """`melep ARGV` from the repository root (as the README runs it): exit code, stdout, stderr."""
+    from melep_cli.cli import run
+
+    monkeypatch.chdir(ROOT)
+    code = run(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_sample_readme_command_ranks_the_cinc_sample(capsys, monkeypatch):
+    import json
+
+    assert README_RANK in (ROOT / "sample_data" / "README.md").read_text(encoding="utf-8")
+    argv = README_RANK.split()[1:]
+    code, out, err = run_melep([*argv, "--format", "json", "--device", "cpu"], capsys, monkeypatch)
+    assert code == 0, err
+    document = json.loads(out)
+    assert len(document["results"]) == 5 and all(entry["status"] == "ok" for entry in document["results"])
+    assert document["target"]["labels"] == ["NSR"]
+    assert document["target"]["records"] == len(list(SAMPLE_CINC.glob("*.hea")))
+    assert err.count(NO_MAPPING) == 1, err
+
+
+def test_inspect_shows_every_label_of_the_cinc_sample_whatever_the_threshold(capsys, monkeypatch):
+    import json
+
+    code, out, err = run_melep(["inspect", "sample_data/cinc_wfdb", "--format", "json"], capsys, monkeypatch)
+    assert code == 0, err
+    assert err.count(NO_MAPPING) == 1, err
+    info = json.loads(out)
+    every = {entry["name"]: entry for entry in info["all_labels"]}
+    independent: dict[str, int] = {}
+    mapping = load_dx_mapping()
+    for header_path in sorted(SAMPLE_CINC.glob("*.hea")):
+        for code_ in {mapping.label_name(code) for code in dx_line_codes(header_path)}:
+            independent[code_] = independent.get(code_, 0) + 1
+    assert {name: entry["positives"] for name, entry in every.items()} == independent
+    assert [entry["name"] for entry in info["labels"]] == ["NSR"]  # the labels `melep rank` would use
+    assert all(entry["selected"] == (entry["name"] == "NSR") for entry in every.values())
+    assert every["STach"]["note"] == "fewer than 10 positives"
+
+    # a threshold no label reaches: still every label, none selected, and a warning instead of an error
+    code, out, err = run_melep(["inspect", "sample_data/cinc_wfdb", "--min-positives", "50"], capsys, monkeypatch)
+    assert code == 0, err
+    assert "no label has at least 50 positives" in err and err.count(NO_MAPPING) == 1
+    for name in independent:
+        assert name in out
+    assert "fewer than 50 positives" in out

@@ -7,6 +7,8 @@ size, every time `batches()` is called.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import math
 import re
@@ -303,6 +305,34 @@ def check_unique_ids(record_ids: Sequence[str], source: Path | str) -> None:
 
 
 # -- labels --------------------------------------------------------------------------------------------------------
+#: Set by `every_label()`: the default selection keeps every label (`melep inspect` marks those below the threshold).
+_EVERY_LABEL: contextvars.ContextVar[bool] = contextvars.ContextVar("melep_every_label", default=False)
+
+
+@contextlib.contextmanager
+def every_label() -> Iterator[None]:
+    """Targets opened inside keep every label when no labels are requested, whatever `min_positives`.
+
+    For `melep inspect`: the label counts are what one inspects a target for, also (above all) when no label
+    reaches the threshold, which would make the target fail to open. A context variable rather than an
+    `open_target` parameter, so that every reader and the opener's checks stay as they are for `rank`.
+    """
+    token = _EVERY_LABEL.set(True)
+    try:
+        yield
+    finally:
+        _EVERY_LABEL.reset(token)
+
+
+def label_shortfall(positives: int, records: int, min_positives: int) -> str | None:
+    """Why the default selection leaves a label out ('fewer than 10 positives', 'no negative'), or None."""
+    if positives < min_positives:
+        return f"fewer than {min_positives} positive{'' if min_positives == 1 else 's'}"
+    if positives >= records:
+        return "no negative"
+    return None
+
+
 def matrix_from_sets(label_sets: Sequence[Iterable[str]], names: Sequence[str]) -> np.ndarray:
     """(n, Y) uint8 with a 1 where record i has label names[j]."""
     column = {name: j for j, name in enumerate(names)}
@@ -335,10 +365,10 @@ def select_labels(
 ) -> tuple[tuple[str, ...], np.ndarray]:
     """The target labels and their (n, Y) columns.
 
-    `requested` None: every label with at least `min_positives` positives and at least one negative.
-    Otherwise the requested labels in that order, each matched by name or alias (SNOMED code, an
-    equivalent abbreviation), case-insensitively; a name that matches nothing is a TargetError that
-    lists what exists. `elsewhere` maps names that exist under other options to a hint.
+    `requested` None: every label with at least `min_positives` positives and at least one negative (every
+    label at all inside `every_label()`). Otherwise the requested labels in that order, each matched by name
+    or alias (SNOMED code, an equivalent abbreviation), case-insensitively; a name that matches nothing is a
+    TargetError that lists what exists. `elsewhere` maps names that exist under other options to a hint.
     """
     names = list(names)
     if not names:
@@ -346,6 +376,8 @@ def select_labels(
     matrix = np.asarray(matrix, dtype=np.uint8).reshape(-1, len(names))
     positives = matrix.sum(axis=0, dtype=np.int64)
     negatives = matrix.shape[0] - positives
+    if requested is None and _EVERY_LABEL.get():
+        return tuple(names), matrix
     if requested is None:
         keep = [j for j in range(len(names)) if positives[j] >= min_positives and negatives[j] >= 1]
         if not keep:

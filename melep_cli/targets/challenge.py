@@ -5,7 +5,13 @@ record lines start `E00271.mat 12 500 5000`, a file name where the record name b
 `05-May-2020` are non-standard), and it does not expose the `#Dx:` comments in a form we can
 validate. The parser below reads only the fields we need (rate, length, per-signal file, format,
 gain, baseline, units, lead name, comments) and tolerates those quirks. Signals in `.dat` files are
-still decoded with `wfdb.rdrecord` wherever wfdb can read the header.
+still decoded with `wfdb.rdrecord` wherever wfdb can read the header. A multi-segment master header
+(`name/segments ...` and one `segment samples` line each) takes its leads from its layout or first
+segment header (`resolve_segments`); wfdb.rdrecord joins the segments.
+
+WFDB's invalid-sample value (the lowest value of each format, -32768 in format 16) marks a missing
+sample; wfdb reads it as NaN. `check_invalid_samples` finds it where melep decodes the samples itself,
+so that such a record is skipped with one reason (`missing_samples_error`) whichever path reads it.
 
 The SNOMED CT -> abbreviation table `melep_cli/data/dx_mapping.csv` is the Challenge 2021 mapping
 (physionetchallenges/evaluation-2021, MIT License) with the scored equivalence pairs merged.
@@ -18,7 +24,7 @@ import functools
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -30,6 +36,22 @@ from melep_cli.errors import TargetError
 UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "µv": 1e-3, "nv": 1e-6, "v": 1e3}
 #: WFDB's default gain (adu per physical unit) when a header gives 0 or none.
 DEFAULT_GAIN = 200.0
+#: WFDB's invalid-sample value of every storage format (the format's lowest value; wfdb reads it as NaN).
+#: Format 8 (first differences) has none. The same table as wfdb's `_signal.INVALID_SAMPLE_VALUE`.
+INVALID_SAMPLE = {
+    "80": -(2**7),
+    "508": -(2**7),
+    "310": -(2**9),
+    "311": -(2**9),
+    "212": -(2**11),
+    "16": -(2**15),
+    "61": -(2**15),
+    "160": -(2**15),
+    "516": -(2**15),
+    "24": -(2**23),
+    "524": -(2**23),
+    "32": -(2**31),
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,10 @@ class Header:
     n_samples: int | None
     signals: tuple[SignalSpec, ...]
     comments: tuple[str, ...]
+    #: Multi-segment records: (name, samples) of every segment ('~': a null segment, no signal); () otherwise.
+    segments: tuple[tuple[str, int], ...] = ()
+    #: Multi-segment records: the segments' headers and signal files, relative to the master header's folder.
+    segment_files: tuple[str, ...] = ()
 
     @property
     def leads(self) -> tuple[str, ...]:
@@ -85,8 +111,21 @@ class Header:
 
     @functools.cached_property
     def _signal_files(self) -> tuple[str, ...]:
-        """The distinct signal file names, sorted."""
+        """The distinct signal file names, sorted (of every segment, for a multi-segment record)."""
+        if self.segments:
+            return tuple(sorted({name for name in self.segment_files if not name.endswith(".hea")}))
         return tuple(sorted({signal.file_name for signal in self.signals}))
+
+    @functools.cached_property
+    def _invalid_values(self) -> float | np.ndarray | None:
+        """Every signal's invalid-sample value: one number when the formats agree, NaN for a format without one
+        (never equal to a sample), None when no signal has one."""
+        values = [INVALID_SAMPLE.get(signal.fmt) for signal in self.signals]
+        if all(value is None for value in values):
+            return None
+        if all(value == values[0] for value in values):
+            return values[0]
+        return np.array([np.nan if value is None else value for value in values])
 
 
 def _coefficients(signals: Sequence[SignalSpec]) -> tuple[float | np.ndarray | None, float | np.ndarray]:
@@ -128,8 +167,12 @@ def _count(text: str, what: str, path: Path) -> int:
     return int(value)
 
 
-def parse_header(path: str | Path) -> Header:
-    """Parse a WFDB `.hea` robustly (see the module docstring); TargetError naming the file if it is unusable."""
+def parse_header(path: str | Path, *, segments: bool = True) -> Header:
+    """Parse a WFDB `.hea` robustly (see the module docstring); TargetError naming the file if it is unusable.
+
+    A multi-segment master header gets its signals from its segment headers (`resolve_segments`); with
+    segments=False it is returned as its own lines say, without reading them.
+    """
     path = path if isinstance(path, Path) else Path(path)
     try:
         # Unbuffered bytes, then latin-1: what read_text(encoding="latin-1") gives (splitlines() treats \r, \n
@@ -139,7 +182,47 @@ def parse_header(path: str | Path) -> Header:
     except OSError as error:
         raise TargetError(f"{path}: cannot read header ({error})") from None
     fields, comments = _split_header(text)
-    return _parse_plain_header(path, fields, comments) or _parse_header_fields(path, fields, comments)
+    header = _parse_plain_header(path, fields, comments) or _parse_header_fields(path, fields, comments)
+    return resolve_segments(header) if header.segments and segments else header
+
+
+def resolve_segments(master: Header) -> Header:
+    """A multi-segment master header with the signals of its layout segment (variable layout: the first segment,
+    0 samples long) or of its first segment (fixed layout), and every segment's files.
+
+    The signals name the leads and their order (wfdb orders a variable layout's leads the same way); decoding
+    goes through wfdb.rdrecord on the master, which joins the segments. TargetError naming the master header and
+    the segment when a segment header cannot be read or does not fit.
+    """
+    folder = master.path.parent
+    files: list[str] = []
+    first: Header | None = None
+    for name, _ in master.segments:
+        if name == "~":
+            continue
+        try:
+            segment = parse_header(folder / f"{name}.hea", segments=False)
+        except TargetError as error:
+            raise TargetError(f"{master.path}: segment {name} of this multi-segment record: {error}") from None
+        if segment.segments:
+            raise TargetError(f"{master.path}: segment {name} is itself a multi-segment record")
+        if segment.sampling_rate != master.sampling_rate:
+            raise TargetError(
+                f"{master.path}: segment {name} is sampled at {segment.sampling_rate:g} Hz, "
+                f"the record at {master.sampling_rate:g} Hz"
+            )
+        if first is None:
+            first = segment
+        files.append(f"{name}.hea")
+        files.extend(file_name for file_name in segment._signal_files if file_name != "~")
+    if first is None:
+        raise TargetError(f"{master.path}: multi-segment record without any segment header (only null segments)")
+    if len(first.signals) != master.n_signals:
+        raise TargetError(
+            f"{master.path}: segment {first.record_name} has {len(first.signals)} signals, "
+            f"the record header announces {master.n_signals}"
+        )
+    return replace(master, signals=first.signals, segment_files=tuple(dict.fromkeys(files)))
 
 
 def _split_header(text: str) -> tuple[list[list[str]], tuple[str, ...]]:
@@ -155,7 +238,7 @@ def _parse_header_fields(path: Path, fields: list[list[str]], comments: tuple[st
         raise TargetError(f"{path}: empty header")
     record = fields[0]
     if "/" in record[0]:
-        raise TargetError(f"{path}: multi-segment records are not supported")
+        return _parse_master_header(path, fields, comments)
     if len(record) < 2:
         raise TargetError(f"{path}: record line {' '.join(record)!r} gives no number of signals")
     record_name = record[0].rsplit(".", 1)[0] if record[0].endswith((".mat", ".dat")) else record[0]
@@ -170,6 +253,63 @@ def _parse_header_fields(path: Path, fields: list[list[str]], comments: tuple[st
         raise TargetError(f"{path}: header announces {n_signals} signals but has {len(signal_lines)} signal lines")
     signals = tuple(_parse_signal_line(line, index, path) for index, line in enumerate(signal_lines))
     return Header(path, record_name, n_signals, rate, n_samples, signals, comments)
+
+
+def _parse_master_header(path: Path, fields: list[list[str]], comments: tuple[str, ...]) -> Header:
+    """A multi-segment master header: `name/segments signals rate samples`, then one `segment samples` line per
+    segment. Its signals are left empty: `resolve_segments` takes them from the segment headers."""
+    record = fields[0]
+    record_name, _, count = record[0].partition("/")
+    n_segments = _count(count, "number of segments", path)
+    if not record_name or n_segments == 0:
+        raise TargetError(f"{path}: record line {' '.join(record)!r} names no segments")
+    if len(record) < 2:
+        raise TargetError(f"{path}: record line {' '.join(record)!r} gives no number of signals")
+    n_signals = _count(record[1], "number of signals", path)
+    rate = _leading_number(record[2], "sampling frequency", path) if len(record) > 2 else 250.0
+    if rate <= 0:
+        raise TargetError(f"{path}: sampling frequency {rate:g} is not positive")
+    lines = fields[1 : 1 + n_segments]
+    if len(lines) < n_segments:
+        raise TargetError(f"{path}: header announces {n_segments} segments but has {len(lines)} segment lines")
+    segments = []
+    for index, line in enumerate(lines):
+        if len(line) != 2:
+            raise TargetError(f"{path}: segment line {index + 1} {' '.join(line)!r} is not 'name samples'")
+        segments.append((line[0], _count(line[1], f"length of segment {line[0]}", path)))
+    n_samples = _count(record[3], "number of samples", path) if len(record) > 3 else sum(n for _, n in segments)
+    return Header(path, record_name, n_signals, rate, n_samples, (), comments, segments=tuple(segments))
+
+
+def check_invalid_samples(adu: np.ndarray, header: Header) -> None:
+    """TargetError when a (T, L) digital sample is its format's invalid-sample value (WFDB's missing sample).
+
+    wfdb reads these samples as NaN, and a record with NaN is skipped: melep's own decoders (format 16, .mat)
+    skip it too, with the reason `missing_samples_error` gives on every path. The invalid value is the format's
+    lowest, so one minimum answers the common case (no such sample) without a boolean temporary.
+    """
+    invalid = header._invalid_values
+    if invalid is None or adu.size == 0:
+        return
+    if isinstance(invalid, np.ndarray):
+        missing = adu == invalid
+    elif adu.min() > invalid:
+        return
+    else:
+        missing = adu == invalid
+    if missing.any():
+        raise missing_samples_error(header, missing.sum(axis=0), header.leads)
+
+
+def missing_samples_error(header: Header, per_lead: np.ndarray, leads: Sequence[str]) -> TargetError:
+    """'HEADER: 2 missing samples (WFDB's invalid-sample value) on leads II, V1': the one reason for a record with
+    missing samples, whichever decoder found them (invalid values in the file, NaN in wfdb's reading)."""
+    total = int(per_lead.sum())
+    names = [str(leads[j]) if j < len(leads) else f"lead{j}" for j in np.flatnonzero(per_lead)]
+    return TargetError(
+        f"{header.path}: {total:,} missing sample{'' if total == 1 else 's'} (WFDB's invalid-sample value) "
+        f"on lead{'' if len(names) == 1 else 's'} {', '.join(names)}"
+    )
 
 
 def _small_count(text: str) -> int | None:
@@ -346,6 +486,7 @@ def read_mat_signal(header: Header) -> np.ndarray:
         raise TargetError(f"{mat_path}: {values.shape[1]} samples per lead, the header announces {header.n_samples}")
     if header.n_samples:
         values = values[:, : header.n_samples]  # like format 16 files: the header's length wins
+    check_invalid_samples(values.T, header)
     return physical(values.T, header)
 
 

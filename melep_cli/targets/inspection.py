@@ -1,10 +1,13 @@
 """`melep inspect TARGET`: what a target holds (records, rates, durations, leads, labels, skips).
 
-`inspect_target` returns a plain dict (JSON-ready); `target_inspection_tables` renders it with Rich.
+`inspect_target` returns a plain dict (JSON-ready); `target_inspection_tables` renders it with Rich. Every
+label is counted, also those the default selection leaves out (`all_labels`, each marked `selected`); `labels`
+holds the ones `melep rank` would use with the same options.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +15,12 @@ from typing import Any
 
 import numpy as np
 from rich.table import Table
+from rich.text import Text
 
+from melep_cli.targets.base import count_noun, every_label, label_shortfall
 from melep_cli.targets.opener import open_target
+
+log = logging.getLogger("melep")
 
 #: How many skipped records the table lists.
 LISTED_SKIPS = 20
@@ -31,13 +38,28 @@ def inspect_target(
 
     `target_options` select records and labels as in `open_target` (labels, min_positives, folds, ...).
     """
-    target = open_target(path, **target_options)
     labels = target_options.get("labels")
     min_positives = target_options.get("min_positives", 10)
+    if labels is None:
+        with every_label():  # the counts of every label, also those below the threshold (marked)
+            target = open_target(path, **target_options)
+    else:
+        target = open_target(path, **target_options)
     info = target.describe()
     info["label_selection"] = (
         "--labels" if labels is not None else f"every label with >= {min_positives} positives and >= 1 negative"
     )
+    info["all_labels"] = _mark_selection(info["labels"], len(target), None if labels is not None else min_positives)
+    info["labels"] = [
+        {key: value for key, value in entry.items() if key not in ("selected", "note")}
+        for entry in info["all_labels"]
+        if entry["selected"]
+    ]
+    if not info["labels"]:
+        log.warning(
+            f"{target.path}: no label has at least {min_positives} positives and one negative among "
+            f"{count_noun(len(target), 'record')}; `melep rank` needs a lower --min-positives or --labels"
+        )
     info["decoded"] = decode
     if decode:
         rates: Counter[float] = Counter()
@@ -70,6 +92,18 @@ def inspect_target(
         )
     info["skipped"] = [{"id": record_id, "reason": reason} for record_id, reason in target.skipped]
     return info
+
+
+def _mark_selection(entries: list[dict[str, Any]], records: int, min_positives: int | None) -> list[dict[str, Any]]:
+    """Every label entry with `selected` (what `melep rank` would use) and, when left out, a `note` saying why.
+
+    min_positives None: the labels were requested (--labels), all of them are selected.
+    """
+    marked = []
+    for entry in entries:
+        note = None if min_positives is None else label_shortfall(entry["positives"], records, min_positives)
+        marked.append({**entry, "selected": note is None, **({"note": note} if note else {})})
+    return marked
 
 
 def target_inspection_tables(info: dict[str, Any]) -> list[Table]:
@@ -113,23 +147,30 @@ def target_inspection_tables(info: dict[str, Any]) -> list[Table]:
     if info.get("folds") is not None:
         summary.add_row("folds", ", ".join(str(fold) for fold in info["folds"]))
 
-    labels = Table(title=f"Labels ({len(info['labels'])})", title_justify="left")
+    entries = info.get("all_labels", info["labels"])
+    left_out = [entry for entry in entries if not entry.get("selected", True)]
+    title = f"Labels ({len(entries)}" + (f"; {len(entries) - len(left_out)} selected)" if left_out else ")")
+    labels = Table(title=title, title_justify="left")
     labels.add_column("label", style="bold")
     labels.add_column("positives", justify="right")
     labels.add_column("prevalence", justify="right")
-    with_code = any("snomed_code" in entry for entry in info["labels"])
-    with_description = any(entry.get("description") for entry in info["labels"])
+    with_code = any("snomed_code" in entry for entry in entries)
+    with_description = any(entry.get("description") for entry in entries)
     if with_code:
         labels.add_column("SNOMED CT")
     if with_description:
         labels.add_column("description")
-    for entry in info["labels"]:
+    if left_out:
+        labels.add_column("selected")
+    for entry in entries:
         row = [entry["name"], f"{entry['positives']:,}", f"{entry['prevalence']:.3f}"]
         if with_code:
             row.append(entry.get("snomed_code", ""))
         if with_description:
             row.append(entry.get("description", ""))
-        labels.add_row(*row)
+        if left_out:
+            row.append("yes" if entry.get("selected", True) else f"no: {entry.get('note', '')}")
+        labels.add_row(*(Text(value) for value in row), style=None if entry.get("selected", True) else "dim")
     tables = [summary, labels]
 
     skipped = info.get("skipped", [])

@@ -1,5 +1,7 @@
 """WFDB directories: every `*.hea` below the directory is a record, decoded one file at a time.
 
+A multi-segment record is one record, under its master header's name; its segment headers are not records.
+
 Labels come from the PhysioNet/CinC Challenge `#Dx:` SNOMED CT codes in the headers, or from a
 labels CSV (`--labels-csv`) joined by record name.
 """
@@ -23,7 +25,17 @@ from melep_cli.targets.base import (
     names_by_count,
     select_labels,
 )
-from melep_cli.targets.challenge import Header, dx_codes, load_dx_mapping, parse_header, physical, read_mat_signal
+from melep_cli.targets.challenge import (
+    Header,
+    check_invalid_samples,
+    dx_codes,
+    load_dx_mapping,
+    missing_samples_error,
+    parse_header,
+    physical,
+    read_mat_signal,
+    resolve_segments,
+)
 from melep_cli.targets.labels_csv import join_labels, read_labels_csv
 
 log = logging.getLogger("melep")
@@ -37,10 +49,17 @@ def read_wfdb_signal(header: Header) -> np.ndarray:
     is little-endian int16 interleaved by lead, read here in one read viewed by numpy. wfdb.rdrecord
     parses every header field through pandas (about 5 ms a record against 0.04 ms here, on PTB-XL), which
     made decoding a few thousand records take half a minute; it also rejects the Challenge headers.
-    The tests check that both give the same millivolts.
+    The tests check that both give the same millivolts. Multi-segment records are read by wfdb.rdrecord on
+    the master header, which joins the segments.
+
+    A record with missing samples (WFDB's invalid-sample value, which wfdb reads as NaN) is a TargetError
+    with the same reason on every path (`missing_samples_error`): the caller skips it.
     """
     if header.n_signals == 0:
         raise TargetError(f"{header.path}: no signals")
+    if header.segments:
+        _check_signal_files(header, header.segment_files, segment=True)
+        return _read_with_wfdb(header)
     files = header._signal_files
     if len(files) == 1 and (files[0].endswith(".mat") or all(signal.plain_format16 for signal in header.signals)):
         # No stat before reading: a missing file is told apart from a broken one only when the read fails.
@@ -52,6 +71,11 @@ def read_wfdb_signal(header: Header) -> np.ndarray:
     _check_signal_files(header, files)
     if all(name.endswith(".mat") for name in files):
         raise TargetError(f"{header.path}: signals spread over several .mat files")
+    return _read_with_wfdb(header)
+
+
+def _read_with_wfdb(header: Header) -> np.ndarray:
+    """wfdb.rdrecord's physical signal in millivolts; NaN (missing samples) is `missing_samples_error`."""
     import wfdb  # imported here: wfdb brings pandas (0.2 s), and PTB-XL-style records never need it
 
     record_path = header.path.with_suffix("")
@@ -61,17 +85,20 @@ def read_wfdb_signal(header: Header) -> np.ndarray:
         raise TargetError(f"{header.path}: wfdb cannot read the record ({type(error).__name__}: {error})") from None
     if record.p_signal is None:
         raise TargetError(f"{header.path}: wfdb returned no signal")
+    missing = np.isnan(record.p_signal)
+    if missing.any():
+        leads = header.leads if len(header.leads) == missing.shape[1] else tuple(record.sig_name or ())
+        raise missing_samples_error(header, missing.sum(axis=0), leads)
     scale = np.array([_mv_factor(unit) for unit in (record.units or ["mV"] * record.n_sig)])
     return (record.p_signal * scale).astype(np.float32)
 
 
-def _check_signal_files(header: Header, files: Sequence[str]) -> None:
+def _check_signal_files(header: Header, files: Sequence[str], *, segment: bool = False) -> None:
     """TargetError naming the first signal file (in name order) that is not there."""
     for name in files:
         if not (header.path.parent / name).is_file():
-            raise TargetError(
-                f"{header.path.parent / name}: signal file missing (named in {header.path.name})"
-            ) from None
+            named = f"a segment of {header.path.name}" if segment else f"named in {header.path.name}"
+            raise TargetError(f"{header.path.parent / name}: signal file missing ({named})") from None
 
 
 def _mv_factor(unit: str | None) -> float:
@@ -97,6 +124,7 @@ def _read_format16(header: Header) -> np.ndarray:
     adu = adu[: frames * header.n_signals].reshape(frames, header.n_signals)
     if header.n_samples:
         adu = adu[: header.n_samples]
+    check_invalid_samples(adu, header)
     return physical(adu, header)
 
 
@@ -112,6 +140,11 @@ def _read_whole_int16(data_path: Path) -> np.ndarray | None:
     except OSError:
         return None
     return np.frombuffer(data, dtype="<i2", count=len(data) // 2)
+
+
+def _with_path(header_path: Path, error: Exception) -> str:
+    """The error's message, starting with the header's path."""
+    return str(error) if str(error).startswith(str(header_path)) else f"{header_path}: {error}"
 
 
 def find_headers(directory: Path) -> list[Path]:
@@ -136,20 +169,7 @@ class WfdbTarget(Target):
         header_paths = find_headers(path)
         if not header_paths:
             raise TargetError(f"{path}: no WFDB header (*.hea) below this directory")
-        headers: list[Header] = []
-        excluded: list[tuple[str, str]] = []
-        for header_path in header_paths:
-            try:
-                headers.append(parse_header(header_path))
-            except (TargetError, ValueError) as error:
-                message = str(error) if str(error).startswith(str(header_path)) else f"{header_path}: {error}"
-                if strict:
-                    raise TargetError(f"{message} (strict mode)") from None
-                excluded.append((header_path.stem, message))
-        if not headers:
-            raise TargetError(f"{path}: no readable WFDB header among {len(header_paths)} (first: {excluded[0][1]})")
-        if excluded:
-            log.warning(f"{path}: left out {describe_skips(excluded)} whose header cannot be read")
+        headers, excluded = self._read_headers(path, header_paths, strict)
         ids = [header.path.stem for header in headers]
         check_unique_ids(ids, path)
 
@@ -201,6 +221,44 @@ class WfdbTarget(Target):
         )
 
     @staticmethod
+    def _read_headers(
+        path: Path, header_paths: Sequence[Path], strict: bool
+    ) -> tuple[list[Header], list[tuple[str, str]]]:
+        """The records' headers and the records left out (id, reason) because their header cannot be read.
+
+        The segment headers of multi-segment records are parts of their master's record, never records of their
+        own (whether or not they parse): they are set aside before the masters are resolved, so a master whose
+        segment is missing is left out alone, under its own name.
+        """
+        parsed: list[Header] = []
+        failed: list[tuple[Path, str]] = []
+        for header_path in header_paths:
+            try:
+                parsed.append(parse_header(header_path, segments=False))
+            except (TargetError, ValueError) as error:
+                failed.append((header_path, _with_path(header_path, error)))
+        segment_paths = {
+            header.path.parent / f"{name}.hea" for header in parsed for name, _ in header.segments if name != "~"
+        }
+        headers: list[Header] = []
+        for header in parsed:
+            if header.path in segment_paths:
+                continue
+            try:
+                headers.append(resolve_segments(header) if header.segments else header)
+            except TargetError as error:
+                failed.append((header.path, str(error)))
+        failed = sorted((item for item in failed if item[0] not in segment_paths), key=lambda item: item[0])
+        if failed and strict:
+            raise TargetError(f"{failed[0][1]} (strict mode)")
+        excluded = [(header_path.stem, message) for header_path, message in failed]
+        if not headers:
+            raise TargetError(f"{path}: no readable WFDB header among {len(header_paths)} (first: {excluded[0][1]})")
+        if excluded:
+            log.warning(f"{path}: left out {describe_skips(excluded)} whose header cannot be read")
+        return headers, excluded
+
+    @staticmethod
     def _challenge_labels(
         path: Path, codes: list[list[str]]
     ) -> tuple[list[str], np.ndarray, dict[str, str], dict[str, str]]:
@@ -228,7 +286,8 @@ class WfdbTarget(Target):
         files = [*self.label_files]
         for header in self.headers:
             files.append(header.path)
-            files.extend(header.path.parent / name for name in header._signal_files)
+            names = header.segment_files if header.segments else header._signal_files
+            files.extend(header.path.parent / name for name in names)
         return files
 
     @property
@@ -241,8 +300,12 @@ class WfdbTarget(Target):
             files = header._signal_files
             if any(name.endswith(".mat") for name in files):
                 modules.append("scipy.io")
-            if len(files) != 1 or not (files[0].endswith(".mat") or all(s.plain_format16 for s in header.signals)):
-                modules.append("wfdb")  # read_wfdb_signal's general path
+            if (
+                header.segments
+                or len(files) != 1
+                or not (files[0].endswith(".mat") or all(s.plain_format16 for s in header.signals))
+            ):
+                modules.append("wfdb")  # read_wfdb_signal's general path, and multi-segment records
         return tuple(dict.fromkeys(modules))
 
     def describe(self) -> dict[str, Any]:

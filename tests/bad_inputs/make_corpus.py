@@ -43,7 +43,8 @@ SAMPLE_WFDB = SAMPLE / "cinc_wfdb"
 GOOD_CHECKPOINT = SAMPLE / "checkpoints" / "ptbxl_superclass_resnet1d.onnx"
 #: Records of the sample PTB-XL target that the HDF5 cases start from (real signals and labels).
 TARGET_RECORDS = 60
-#: Options every WFDB case needs: 12 CinC records have few positives per label.
+#: Options every WFDB case takes: the 20 sample CinC records have one label with 10 positives (NSR), and a
+#: case that breaks one of its records must still have labels to rank on.
 WFDB_OPTIONS = ("--min-positives", "2")
 
 
@@ -94,6 +95,8 @@ CASE_NAMES = (
     "wfdb_mat_truncated",
     "wfdb_dat_shorter_than_header",
     "wfdb_labels_csv_ids_match_nothing",
+    "wfdb_invalid_samples",
+    "wfdb_multi_segment_missing_segment",
     # checkpoints
     "checkpoint_not_a_model",
     "checkpoint_empty",
@@ -276,7 +279,7 @@ def _hdf5_cases(folder: Path) -> list[Case]:
 
 
 def _copy_wfdb(folder: Path) -> Path:
-    """A fresh copy of the 12 real CinC 2021 records."""
+    """A fresh copy of the real CinC 2021 records of sample_data/cinc_wfdb."""
     shutil.copytree(SAMPLE_WFDB, folder)
     return folder
 
@@ -373,7 +376,48 @@ def _wfdb_cases(folder: Path) -> list[Case]:
             ("--labels-csv", str(csv_path)),
         )
     )
+
+    directory = _copy_wfdb(folder / "invalid_samples")
+    values = scipy.io.loadmat(directory / "JS20005.mat")["val"]
+    values[1, 100:103] = -32768  # WFDB's invalid-sample value of format 16: wfdb reads NaN there
+    scipy.io.savemat(directory / "JS20005.mat", {"val": values}, format="4")  # the Challenge layout, 16+24
+    cases.append(Case("wfdb_invalid_samples", "record", directory, "JS20005", "3 missing samples", options))
+
+    directory = _copy_wfdb(folder / "multi_segment")
+    _as_multi_segment(directory, "E07506", "MS07506")
+    (directory / "MS07506_0002.hea").unlink()
+    cases.append(
+        Case("wfdb_multi_segment_missing_segment", "record", directory, "MS07506", "segment MS07506_0002", options)
+    )
     return cases
+
+
+def _as_multi_segment(folder: Path, record: str, new_name: str) -> Path:
+    """A real CinC record rewritten as a two-segment WFDB record (fixed layout, format 16, same #Dx)."""
+    import wfdb
+
+    from melep_cli.targets.challenge import parse_header
+
+    header = parse_header(folder / f"{record}.hea")
+    values = scipy.io.loadmat(folder / f"{record}.mat")["val"].T.astype(np.int16)
+    half = len(values) // 2
+    for index, part in enumerate((values[:half], values[half:]), start=1):
+        wfdb.wrsamp(
+            f"{new_name}_{index:04d}",
+            fs=header.sampling_rate,
+            units=[signal.units for signal in header.signals],
+            sig_name=list(header.leads),
+            d_signal=part,
+            fmt=["16"] * header.n_signals,
+            adc_gain=[signal.gain for signal in header.signals],
+            baseline=[int(signal.baseline) for signal in header.signals],
+            write_dir=str(folder),
+        )
+    lines = [f"{new_name}/2 {header.n_signals} {header.sampling_rate:g} {len(values)}"]
+    lines += [f"{new_name}_0001 {half}", f"{new_name}_0002 {len(values) - half}"]
+    lines += [f"#{comment}" for comment in header.comments]
+    (folder / f"{new_name}.hea").write_text("\n".join(lines) + "\n")
+    return folder / f"{new_name}.hea"
 
 
 # ----- checkpoints -------------------------------------------------------------------------------
