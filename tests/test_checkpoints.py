@@ -433,3 +433,15 @@ def test_probe_example_must_be_one_record(models):
     checkpoint = load_checkpoint(models["lstm"].torchscript, device="cpu", warn_defaults=False)
     with pytest.raises(InputError, match="one record"):
         checkpoint.probe_layout(np.zeros((2, 12, 100), dtype=np.float32))
+
+
+def test_threads_help_says_what_the_threads_are_for(capsys, monkeypatch):
+    """--threads sets the forward pass's CPU threads; one producer thread decodes and prepares, whatever it is."""
+    from melep_cli.cli import run
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option
+    assert run(["rank", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "CPU threads of each forward pass (torch and ONNX Runtime intra-op threads" in text
+    assert "decoded and prepared on one producer thread" in text
+    assert "at most 4" not in text and "preparing inputs ahead" not in text

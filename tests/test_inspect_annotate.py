@@ -158,7 +158,7 @@ def test_annotate_checks_values_and_the_static_output_width(tmp_path, models):
         annotate_checkpoint(path, samples=0)
     with pytest.raises(UsageError, match="metadata key 'layout'"):
         annotate_checkpoint(path, layout="TCN")
-    with pytest.raises(CheckpointError, match="3 labels given but the model outputs 5"):
+    with pytest.raises(CheckpointError, match="outputs 5 scores per record but its metadata names 3 labels"):
         annotate_checkpoint(path, labels=["a", "b", "c"])
     with pytest.raises(CheckpointError, match="'source_prevalence' has 2 values but 'labels' has 5"):
         annotate_checkpoint(path, labels=LABELS, source_prevalence=[0.1, 0.2])
@@ -273,7 +273,7 @@ def test_cli_annotate_from_json_and_output_file(tmp_path, models, capsys):
         (["--layout", "TNC"], 2, "--layout"),
         (["--samples", "0"], 2, "--samples"),
         (["--sampling-rate", "-5"], 2, "'sampling_rate'"),
-        (["--labels", "a,b"], 1, "2 labels given but the model outputs 5"),
+        (["--labels", "a,b"], 1, "outputs 5 scores per record but its metadata names 2 labels"),
         (["--remove", "colour"], 2, "unknown metadata key 'colour'"),
         (["--source-prevalence", "a,b"], 2, "--source-prevalence"),
     ],
@@ -282,3 +282,189 @@ def test_cli_annotate_errors_are_one_line(tmp_path, models, capsys, extra, code,
     path = copy_to(models["conv"].onnx, tmp_path)
     assert run(["annotate", str(path), *extra]) == code
     assert message in one_error_line(capsys.readouterr().err)
+
+
+# ----- annotate and inspect check the metadata against the model, as rank does (issue 15, item 5) ----------
+class _TenScores(torch.nn.Module):
+    """Conv1d over 12 leads into 10 scores: (batch, 12, time) -> (batch, 10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(12, 10, kernel_size=5, padding=2)
+
+    def forward(self, ecg: torch.Tensor) -> torch.Tensor:
+        return self.conv(ecg).mean(dim=2)
+
+
+def ten_scores(folder: Path, name: str = "ann.pt", metadata: dict | None = None) -> Path:
+    """The 10-score model scripted and saved (with melep.json when `metadata` is given)."""
+    path = folder / name
+    extra = {"melep.json": json.dumps(metadata)} if metadata is not None else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(_TenScores().eval()), str(path), _extra_files=extra)
+    return path
+
+
+@pytest.mark.parametrize("layout", [None, "NCT"])
+def test_cli_annotate_refuses_labels_the_torchscript_output_width_rules_out(tmp_path, capsys, layout):
+    path = ten_scores(tmp_path)
+    before = path.read_bytes()
+    bad = tmp_path / "bad.pt"
+    options = ["--layout", layout] if layout else []
+    assert run(["annotate", str(path), "--labels", "A,B", *options, "-o", str(bad)]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "ann.pt: outputs 10 scores per record but its metadata names 2 labels" in line
+    assert not bad.exists() and path.read_bytes() == before
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["ann.pt"]
+    assert run(["annotate", str(path), "--labels", ",".join(f"L{index}" for index in range(10)), "-o", str(bad)]) == 0
+
+
+@pytest.mark.parametrize("layout", [None, "NCT"])
+def test_cli_inspect_refuses_labels_the_torchscript_output_width_rules_out(tmp_path, capsys, layout):
+    metadata = {"labels": ["A", "B"], **({"layout": layout} if layout else {})}
+    path = ten_scores(tmp_path, "bad.pt", metadata)
+    assert run(["inspect", str(path), "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    line = one_error_line(captured.err)
+    assert "bad.pt: outputs 10 scores per record but its metadata names 2 labels" in line
+    assert captured.out == ""
+    with pytest.raises(CheckpointError, match="outputs 10 scores per record but its metadata names 2"):
+        inspect_checkpoint(path, device="cpu")
+
+
+def test_cli_inspect_of_several_reports_the_contradicted_one_and_describes_the_others(tmp_path, models, capsys):
+    path = ten_scores(tmp_path, "bad.pt", {"labels": ["A", "B"]})
+    assert run(["inspect", str(models["conv"].onnx), str(path), "--device", "cpu", "-f", "json"]) == 1
+    captured = capsys.readouterr()
+    assert "bad.pt: outputs 10 scores" in one_error_line(captured.err)
+    assert [document.get("status", "ok") for document in json.loads(captured.out)] == ["ok", "error"]
+
+
+@pytest.mark.parametrize(
+    ("source", "options", "message"),
+    [
+        ("conv", ["--leads", "I,II,III"], "the ONNX input shape [batch, 12, time] has no axis of the 3 leads"),
+        ("conv_static", ["--samples", "500"], "metadata samples 500 but the ONNX input shape [1, 12, 1000] fixes 1000"),
+        ("conv", ["--layout", "NTC"], "metadata layout NTC but the ONNX input shape [batch, 12, time]"),
+        ("conv", ["--dtype", "float64"], "metadata dtype float64 but the ONNX input is declared float32"),
+        ("conv", ["--labels", "a,b"], "outputs 5 scores per record but its metadata names 2 labels"),
+    ],
+)
+def test_cli_annotate_and_inspect_refuse_what_the_onnx_model_contradicts(
+    tmp_path, models, capsys, source, options, message
+):
+    path = copy_to(models[source].onnx, tmp_path, "model.onnx")
+    before = path.read_bytes()
+    assert run(["annotate", str(path), *options]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "model.onnx: " in line and message in line
+    assert path.read_bytes() == before and sorted(entry.name for entry in tmp_path.iterdir()) == ["model.onnx"]
+    key = {"--leads": "leads", "--samples": "samples", "--layout": "layout", "--dtype": "dtype", "--labels": "labels"}
+    value: object = options[1]
+    if options[0] in ("--leads", "--labels"):
+        value = options[1].split(",")
+    elif options[0] == "--samples":
+        value = int(options[1])
+    (tmp_path / "model.json").write_text(json.dumps({key[options[0]]: value}))
+    assert run(["inspect", str(path), "--device", "cpu"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "model.onnx: " in line and message in line
+
+
+def test_annotate_refuses_a_torchscript_layout_the_model_does_not_run(tmp_path, models, capsys):
+    path = copy_to(models["conv"].torchscript, tmp_path)
+    before = path.read_bytes()
+    assert run(["annotate", str(path), "--layout", "NTC"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "conv.pt: metadata layout NTC does not run" in line and "but NCT does" in line
+    assert path.read_bytes() == before
+    (tmp_path / "conv.json").write_text(json.dumps({"layout": "NTC"}))
+    assert run(["inspect", str(path), "--device", "cpu"]) == 1
+    assert "conv.pt: metadata layout NTC does not run" in one_error_line(capsys.readouterr().err)
+
+
+def test_annotate_refuses_leads_the_first_layer_cannot_take(tmp_path, capsys):
+    class EightLeads(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv1d(8, 2, kernel_size=3)
+
+        def forward(self, ecg: torch.Tensor) -> torch.Tensor:
+            return self.conv(ecg).mean(dim=2)
+
+    path = tmp_path / "eight.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(EightLeads()), str(path))
+    twelve = "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6"
+    assert run(["annotate", str(path), "--leads", twelve]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "eight.pt: " in line and "first layer (Conv1d) takes 8 channels" in line and "12 leads" in line
+    assert run(["annotate", str(path), "--leads", "I,II,III,V1,V2,V3,V4,V5"]) == 0
+
+
+def test_annotate_still_writes_with_a_warning_when_the_zero_record_cannot_run(tmp_path, melep_log):
+    """A model that needs a length the metadata does not give yet: nothing contradicts, so it is written."""
+
+    class Fixed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(12 * 250, 4)
+
+        def forward(self, ecg: torch.Tensor) -> torch.Tensor:
+            return self.head(ecg.flatten(1))
+
+    path = tmp_path / "fixed.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(Fixed()), str(path))
+    result = annotate_checkpoint(path, labels=["a", "b"])
+    assert result.document == {"labels": ["a", "b"]}
+    assert any("labels not checked against the model" in record.getMessage() for record in melep_log.records)
+    with pytest.raises(CheckpointError, match="outputs 4 scores per record but its metadata names 2"):
+        annotate_checkpoint(path, samples=250, layout="NCT")  # now it runs: the stored labels are checked
+
+
+# ----- inspect prints user strings literally, never as Rich markup (issue 15, item 3) ---------------------
+def test_cli_inspect_prints_brackets_in_paths_names_and_labels(tmp_path, models, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    path = copy_to(models["conv"].onnx, tmp_path, "model[v2].onnx")
+    labels = ["[bold]A", "B[/]", "C[red]", "[D]", "E"]
+    (tmp_path / "model[v2].json").write_text(
+        json.dumps({"labels": labels, "name": "net [b]x[/b]", "description": "[i]d[/i]", "colour[x]": 1})
+    )
+    assert run(["inspect", str(path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert str(path) in out
+    assert "model[v2] (onnx)" in out and "net [b]x[/b]" in out
+    assert ", ".join(labels) in out
+    assert "[i]d[/i]" in out and "colour[x]" in out
+    assert "shape [batch, 12, time]" in out
+
+
+def test_cli_inspect_of_a_target_prints_brackets_literally(tmp_path, capsys, monkeypatch):
+    import h5py
+
+    monkeypatch.setenv("COLUMNS", "250")
+    path = tmp_path / "target[v2].h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as file:
+        file["signals"] = rng.normal(size=(20, 1000, 12)).astype(np.float32)
+        file["labels"] = (rng.random((20, 2)) < 0.5).astype(np.int8)
+        file["signals"].attrs["sampling_rate"] = 100
+        file["labels"].attrs["label_names"] = ["[bold]AF", "NSR[/]"]
+    code = run(["inspect", str(path), "--min-positives", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"Target {path}" in out
+    assert "[bold]AF" in out and "NSR[/]" in out
+
+
+def test_cli_annotate_prints_brackets_literally(tmp_path, models, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.chdir(tmp_path)  # a short relative path: Rich wraps a title to the table's width
+    copy_to(models["conv"].onnx, tmp_path, "model[v2].onnx")
+    assert run(["annotate", "model[v2].onnx", "--labels", "[bold]A,B,C,D,E", "--name", "n[x]"]) == 0
+    out = capsys.readouterr().out
+    assert "model[v2].onnx" in out and "[bold]A, B, C, D, E" in out and "n[x]" in out

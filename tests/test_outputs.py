@@ -426,11 +426,13 @@ def test_inspect_lists_torchscript_outputs_from_its_probe_pass(heads, tmp_path, 
     assert any("one record" in note for note in described["notes"])
 
 
-def test_inspect_of_torchscript_naming_a_missing_output_lists_the_real_ones(heads, tmp_path):
+def test_inspect_of_torchscript_naming_a_missing_output_fails_listing_the_real_ones(heads, tmp_path, capsys):
     path = copy_with(heads["tuple"], tmp_path, {"scores_output": "logits"})
-    described = inspect_checkpoint(path, device="cpu")
-    assert [entry["name"] for entry in described["outputs"]] == ["0", "1"]
-    assert any("'scores_output' names output 'logits'" in note for note in described["notes"])
+    with pytest.raises(CheckpointError, match=r"'scores_output' names output 'logits'.*\(its outputs: '0', '1'\)"):
+        inspect_checkpoint(path, device="cpu")
+    assert run(["inspect", str(path), "--device", "cpu"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "tuple.pt: metadata key 'scores_output' names output 'logits'" in line and "'0', '1'" in line
 
 
 def test_cli_inspect_shows_the_outputs_in_the_table_json_and_csv(heads, tmp_path, capsys, monkeypatch):
@@ -508,7 +510,9 @@ def test_annotate_checks_output_values(heads, tmp_path):
 
 def test_annotate_checks_the_label_count_against_the_selected_onnx_output(heads, tmp_path):
     path = Path(shutil.copy(heads["onnx_features_first"], tmp_path / "first.onnx"))
-    with pytest.raises(CheckpointError, match="5 labels given but the model outputs 8 scores"):
+    with pytest.raises(
+        CheckpointError, match=r"first\.onnx: outputs 8 scores per record but its metadata names 5 labels"
+    ):
         annotate_checkpoint(path, labels=list("abcde"))
     result = annotate_checkpoint(path, labels=list("abcde"), scores_output="logits")
     assert result.document == {"labels": list("abcde"), "scores_output": "logits"}

@@ -4,7 +4,13 @@ torch and onnxruntime are imported only when a checkpoint is loaded, inspected o
 """
 
 from melep_cli.checkpoints.annotate import Annotation, annotate_checkpoint
-from melep_cli.checkpoints.checkpoint import DEFAULT_BATCH_SIZE, Checkpoint, Prediction, load_checkpoint
+from melep_cli.checkpoints.checkpoint import (
+    DEFAULT_BATCH_SIZE,
+    Checkpoint,
+    MetadataConflict,
+    Prediction,
+    load_checkpoint,
+)
 from melep_cli.checkpoints.devices import parse_device
 from melep_cli.checkpoints.discovery import (
     CHECKPOINT_SUFFIXES,
@@ -22,6 +28,7 @@ __all__ = [
     "Annotation",
     "Checkpoint",
     "CheckpointMetadata",
+    "MetadataConflict",
     "Prediction",
     "annotate_checkpoint",
     "detect_format",

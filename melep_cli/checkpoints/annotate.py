@@ -3,9 +3,10 @@
 ONNX: the `metadata_props` entry `melep` (through the onnx package). TorchScript: the extra file
 `melep.json` (torch.jit.load with _extra_files, then torch.jit.save; other extra files are kept).
 Existing metadata (embedded, else the sidecar) is merged, the given keys win; the file is replaced
-atomically (a temporary file in the same directory, then a rename). `scores_output` and
-`features_output` are checked against the model's outputs first: the ONNX graph's declared outputs,
-or a TorchScript model's result on one zero record.
+atomically (a temporary file in the same directory, then a rename). The merged metadata is checked
+against the model first, with the checks `melep rank` and `melep inspect` run (`load_checkpoint` with
+that metadata, then one zero record where only a forward pass tells): what the model contradicts is a
+MetadataConflict and nothing is written.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from melep_cli.atomic import atomic_path
-from melep_cli.checkpoints.backends import TensorInfo, TorchScriptBackend, one_line, quiet_torch_jit
-from melep_cli.checkpoints.checkpoint import Checkpoint, select_output
+from melep_cli.checkpoints.backends import one_line, quiet_torch_jit
+from melep_cli.checkpoints.checkpoint import MetadataConflict, load_checkpoint
 from melep_cli.checkpoints.discovery import ONNX_SUFFIXES, TORCHSCRIPT_SUFFIXES
-from melep_cli.checkpoints.inspect import run_zero_record
+from melep_cli.checkpoints.inspect import needs_zero_record, run_zero_record
 from melep_cli.checkpoints.metadata import (
     EXTRA_FILE,
     KNOWN_KEYS,
@@ -75,8 +76,9 @@ def annotate_checkpoint(
     `features_output` name (or index) the outputs holding the scores and the penultimate features;
     `metadata` is a whole JSON object to merge first (e.g. a sidecar's); `remove` drops keys; `replace`
     starts from nothing instead of the existing metadata. Invalid values are UsageErrors naming the key;
-    values the model contradicts (an output it does not have, a label count its static output width
-    rules out) are CheckpointErrors, and nothing is written.
+    values the model contradicts (a label count its output width rules out, leads or samples its input
+    shape rules out, a layout it does not run, an output it does not have) are MetadataConflicts, and
+    nothing is written.
     """
     path = Path(path)
     if not path.is_file():
@@ -134,9 +136,8 @@ def annotate_checkpoint(
     parsed = parse_metadata(ordered, where=where, origin="the merged metadata")
     text = json.dumps(ordered, ensure_ascii=False)
 
+    _check_against_model(path, parsed, target)
     if checkpoint_format == "onnx":
-        _check_onnx_outputs(model, parsed, path)
-        _check_onnx_width(model, parsed, path)
         kept = [(prop.key, prop.value) for prop in model.metadata_props if prop.key != METADATA_KEY]
         del model.metadata_props[:]  # rebuilt: the other properties as they were, then ours
         for key, value in kept:
@@ -146,7 +147,6 @@ def annotate_checkpoint(
         with atomic_path(target) as temporary:
             temporary.write_bytes(data)
     else:
-        _check_torchscript_outputs(path, parsed)
         _annotate_torchscript(path, target, text)
     if previous_origin.startswith("sidecar"):
         logger.warning(
@@ -180,59 +180,33 @@ def _uses_external_data(model: Any) -> bool:
     return any(tensor.data_location == TensorProto.EXTERNAL for tensor in model.graph.initializer)
 
 
-def _onnx_outputs(model: Any) -> list[TensorInfo]:
-    """The graph's declared outputs (name, and whether each is a tensor), in order."""
-    return [
-        TensorInfo(output.name, None, output.type.WhichOneof("value"), tensor=output.type.HasField("tensor_type"))
-        for output in model.graph.output
-    ]
+#: Keys only a forward pass can check when the model does not declare what they describe.
+_RUN_CHECKED_KEYS = ("labels", "layout", "scores_output", "features_output")
 
 
-def _check_onnx_outputs(model: Any, metadata: CheckpointMetadata, path: Path) -> None:
-    """scores_output / features_output must name (or index) tensor outputs the graph declares."""
-    outputs = _onnx_outputs(model)
-    for key in ("scores_output", "features_output"):
-        selector = getattr(metadata, key)
-        if selector is not None:
-            select_output(str(path), key, selector, outputs)
+def _check_against_model(path: Path, metadata: CheckpointMetadata, target: Path) -> None:
+    """Check `metadata` against the model in `path` as `melep rank` would: a MetadataConflict if it contradicts it.
 
-
-def _check_torchscript_outputs(path: Path, metadata: CheckpointMetadata) -> None:
-    """scores_output / features_output must name (or index) tensors of the model's result on one zero record.
-
-    A model that cannot run a zero record (it needs other metadata first) is written with a warning.
+    The checkpoint is loaded on the CPU with this metadata (the input shape, declared outputs and widths are
+    checked then); when only a forward pass tells the rest, one zero record runs (`run_zero_record`). If that
+    record cannot run (the model needs metadata not given yet), the metadata is written with a warning naming
+    what could not be checked.
     """
-    keys = [key for key in ("scores_output", "features_output") if getattr(metadata, key) is not None]
-    if not keys:
-        return
-    checkpoint = Checkpoint(path, TorchScriptBackend(path, device="cpu", strict_device=False), metadata)
-    samples, error = run_zero_record(checkpoint)
-    if checkpoint.output_names is None:
+    try:
+        checkpoint = load_checkpoint(path, device="cpu", warn_defaults=False, metadata=metadata)
+        if not needs_zero_record(checkpoint):
+            return
+        samples, error = run_zero_record(checkpoint)
+    except MetadataConflict as conflict:
+        raise MetadataConflict(f"{conflict}; {target} not written") from None
+    unchecked = [key for key in _RUN_CHECKED_KEYS if getattr(metadata, key) is not None]
+    if error is not None and unchecked:
         logger.warning(
             "%s: %s not checked against the model: a zero record of %d samples did not run (%s)",
             path,
-            " and ".join(keys),
+            " and ".join(unchecked),
             samples,
             error,
-        )
-        return
-    for key in keys:
-        checkpoint.check_output(key, getattr(metadata, key))
-
-
-def _check_onnx_width(model: Any, metadata: CheckpointMetadata, path: Path) -> None:
-    """Labels that disagree with the scores output's static ONNX width would fail every run: refuse them now."""
-    if metadata.labels is None or not model.graph.output:
-        return
-    outputs = _onnx_outputs(model)
-    name = select_output(
-        str(path), "scores_output", 0 if metadata.scores_output is None else metadata.scores_output, outputs
-    )
-    declared = model.graph.output[[output.name for output in outputs].index(name)]
-    dims = declared.type.tensor_type.shape.dim
-    if len(dims) == 2 and dims[1].HasField("dim_value") and dims[1].dim_value != len(metadata.labels):
-        raise CheckpointError(
-            f"{path}: {len(metadata.labels)} labels given but the model outputs {dims[1].dim_value} scores per record"
         )
 
 

@@ -144,6 +144,60 @@ def resolve_output(selector: OutputSelector, names: Sequence[str]) -> str | None
     return selector if selector in names else None
 
 
+@dataclass(frozen=True)
+class LayoutHint:
+    """What a model's first weighted layer says of its input: `layer` (Conv1d, Linear, ...) takes `channels`
+    features on the axis of `layout` (NCT: axis 1, as Conv1d and BatchNorm1d; NTC: the last axis, as Linear
+    and batch-first LSTM/GRU/RNN)."""
+
+    layer: str
+    channels: int
+    layout: str
+
+
+#: Layers whose weights tell the channels of their input: original_name -> (layout, weight, channel axis).
+_TELLING_LAYERS = {
+    "Conv1d": ("NCT", "weight", 1),
+    "BatchNorm1d": ("NCT", "weight", 0),
+    "Linear": ("NTC", "weight", 1),
+    "LSTM": ("NTC", "weight_ih_l0", 1),
+    "GRU": ("NTC", "weight_ih_l0", 1),
+    "RNN": ("NTC", "weight_ih_l0", 1),
+}
+
+
+def first_layer_hint(module: Any) -> LayoutHint | None:
+    """The LayoutHint of a TorchScript module's first weighted layer (in registration order), or None.
+
+    None when the first submodule with weights of its own is none of _TELLING_LAYERS (it may come first in the
+    forward pass and change the input), or when its shape is unclear: a recurrent layer whose batch_first is
+    unknown (traced) or False. A Conv1d's channels are its weight's second axis times its groups (1 when a
+    traced module no longer says). Only a hint: `Checkpoint.probe_layout` still runs the layout it names.
+    """
+    try:
+        for _, submodule in module.named_modules():
+            own = dict(submodule.named_parameters(recurse=False))
+            if not own:
+                continue
+            kind = str(getattr(submodule, "original_name", type(submodule).__name__))
+            telling = _TELLING_LAYERS.get(kind)
+            if telling is None:
+                return None
+            layout, weight_name, axis = telling
+            weight = own.get(weight_name)
+            if weight is None or weight.dim() <= axis:
+                return None
+            channels = int(weight.shape[axis])
+            if kind == "Conv1d":
+                channels *= int(getattr(submodule, "groups", 1))
+            elif layout == "NTC" and kind != "Linear" and getattr(submodule, "batch_first", None) is not True:
+                return None
+            return LayoutHint(kind, channels, layout)
+    except Exception as error:  # an unusual module tells nothing; the probe runs both layouts
+        logger.debug("no layout hint from the first layer (%s)", one_line(error))
+    return None
+
+
 class Backend(Protocol):
     format: str
     device: str  # "cpu" | "cuda:N": what really runs it
@@ -155,9 +209,22 @@ class Backend(Protocol):
     embedded_origin: str
 
     precision: str  # "float32" | "bfloat16" | "float16": what the forward pass really computes in
+    #: What the first weighted layer says of the input (TorchScript), None when it tells nothing (and for ONNX).
+    layout_hint: LayoutHint | None
+    #: True while a module safe to probe with inputs of unknown layout is kept beside the optimised one.
+    probing: bool
 
-    def run(self, inputs: np.ndarray, selected: Sequence[OutputSelector] = ()) -> dict[str, np.ndarray]:
-        """Every tensor output by name, in the model's order; `selected` outputs must be finite in 16 bits."""
+    def run(
+        self, inputs: np.ndarray, selected: Sequence[OutputSelector] = (), *, probe: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Every tensor output by name, in the model's order; `selected` outputs must be finite in 16 bits.
+
+        `probe`: `inputs` may be in a layout the model does not take: run them where a wrong shape raises.
+        """
+        ...
+
+    def release_probe_module(self) -> None:
+        """The layout is known and ran: the module kept for probing is no longer needed."""
         ...
 
     def release_memory(self) -> None: ...
@@ -170,6 +237,9 @@ class OnnxBackend:
     """
 
     format = "onnx"
+    #: ONNX declares its input shape instead; a wrong shape makes onnxruntime raise, so every run is safe to probe.
+    layout_hint: LayoutHint | None = None
+    probing = False
 
     def __init__(
         self,
@@ -231,8 +301,13 @@ class OnnxBackend:
         self.embedded_metadata = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         self.embedded_origin = f"ONNX metadata_props[{METADATA_KEY!r}]"
 
-    def run(self, inputs: np.ndarray, selected: Sequence[OutputSelector] = ()) -> dict[str, np.ndarray]:
-        """Every tensor output by name (sequence and map outputs left out); `selected` is unused: always float32."""
+    def run(
+        self, inputs: np.ndarray, selected: Sequence[OutputSelector] = (), *, probe: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Every tensor output by name (sequence and map outputs left out); `selected` is unused: always float32.
+
+        `probe` changes nothing: onnxruntime checks the input shape against the graph and raises.
+        """
         try:
             results = self.session.run(None, {self.input.name: inputs})
         except Exception as error:
@@ -240,6 +315,9 @@ class OnnxBackend:
                 raise OutOfMemory(one_line(error)) from error
             raise
         return {info.name: value for info, value in zip(self.outputs, results) if isinstance(value, np.ndarray)}
+
+    def release_probe_module(self) -> None:
+        """Nothing is kept for probing."""
 
     def release_memory(self) -> None:
         """onnxruntime keeps its arena; nothing to hand back between retries."""
@@ -269,6 +347,10 @@ class TorchScriptBackend:
     """A TorchScript module from `torch.jit.load(map_location=...)`, eval mode, frozen, inference mode.
 
     `threads`: torch intra-op threads while this model runs (None: torch's default, the physical cores).
+
+    The unfrozen module is kept beside the frozen one until the layout is known and has run
+    (`release_probe_module`): probes (`run(probe=True)`) run on it. A frozen scripted conv was seen to crash
+    the process (SIGSEGV on torch 2.13) on the wrong channel count, where the unfrozen module raises.
     """
 
     format = "torchscript"
@@ -290,16 +372,27 @@ class TorchScriptBackend:
         self.optimize = optimize
         #: What the forward pass really computes in: float32, or bfloat16/float16 where the device is fast at it.
         self.precision = torch_precision(precision, self.device)
-        module, self.embedded_metadata = self._load(self.precision)
+        module, self._probe_module, self.embedded_metadata = self._load(self.precision)
         self.embedded_origin = f"TorchScript extra file {EXTRA_FILE}"
         self.input = TensorInfo(_forward_argument(module), None, self.parameters_dtype)
+        self.layout_hint = first_layer_hint(self._probe_module)
         #: What the result holds is only known when it runs: set by every run.
         self.outputs: tuple[TensorInfo, ...] = ()
         self.module = module
-        self._float32_module: Any = None  # loaded only if the model fails in 16 bits
+        self._float32_modules: tuple[Any, Any] | None = None  # (frozen, unfrozen), loaded only if 16 bits fail
 
-    def _load(self, precision: str) -> tuple[Any, str | None]:
-        """The module loaded on the device, in eval mode, its weights in `precision`, frozen; and its metadata."""
+    @property
+    def probing(self) -> bool:
+        """True while the unfrozen module is kept for probing."""
+        return self._probe_module is not None
+
+    def release_probe_module(self) -> None:
+        """Let the unfrozen module go: the layout is known and ran, later runs are the frozen module's."""
+        self._probe_module = None
+
+    def _load(self, precision: str) -> tuple[Any, Any, str | None]:
+        """The module loaded on the device, in eval mode, its weights in `precision`: frozen, and as loaded (for
+        probing); and its metadata."""
         import torch
 
         extra_files = {EXTRA_FILE: ""}
@@ -321,13 +414,19 @@ class TorchScriptBackend:
             # float32 for the ResNet-101 on an AVX512-BF16 CPU, where autocast around the module gained nothing.
             module.to(getattr(torch, precision))
         with torch_threads(self.threads):
-            module = _freeze(module, self.path) if self.optimize else module
-        return module, extra_files[EXTRA_FILE] or None
+            # Freezing works on a clone sharing the weights: the module as loaded stays usable for probing.
+            frozen = _freeze(module, self.path) if self.optimize else module
+        return frozen, module, extra_files[EXTRA_FILE] or None
 
-    def run(self, inputs: np.ndarray, selected: Sequence[OutputSelector] = ()) -> dict[str, np.ndarray]:
-        """Every tensor output by name; a 16-bit run whose `selected` outputs are not finite is rerun in float32."""
+    def run(
+        self, inputs: np.ndarray, selected: Sequence[OutputSelector] = (), *, probe: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Every tensor output by name; a 16-bit run whose `selected` outputs are not finite is rerun in float32.
+
+        `probe`: run on the unfrozen module while it is kept (`inputs` may be in a layout the model does not take).
+        """
         try:
-            return self._run(self.module, self.precision, inputs, selected)
+            return self._run(self._module(probe), self.precision, inputs, selected)
         except OutOfMemory:
             raise
         except Exception as error:
@@ -336,13 +435,21 @@ class TorchScriptBackend:
             failure = error
         # A 16-bit failure: does the model run in float32? Then 16 bits were the problem (a dtype fixed inside
         # the model, an overflow): switch for good. Else the input was (a layout probe's wrong layout, say).
-        if self._float32_module is None:
-            self._float32_module, _ = self._load("float32")
-        outputs = self._run(self._float32_module, "float32", inputs, selected)
+        if self._float32_modules is None:
+            frozen, unfrozen, _ = self._load("float32")
+            self._float32_modules = (frozen, unfrozen)
+        frozen, unfrozen = self._float32_modules
+        outputs = self._run(unfrozen if probe and self.probing else frozen, "float32", inputs, selected)
         reason = one_line(failure, limit=160).split(". ")[0]  # oneDNN appends a debugging hint after its message
         logger.warning("%s: cannot run in %s (%s); running in float32", self.path, self.precision, reason)
-        self.module, self.precision, self._float32_module = self._float32_module, "float32", None
+        self.module, self.precision, self._float32_modules = frozen, "float32", None
+        if self.probing:
+            self._probe_module = unfrozen
         return outputs
+
+    def _module(self, probe: bool) -> Any:
+        """The module for one run: the unfrozen one for a probe while it is kept, else the frozen one."""
+        return self._probe_module if probe and self._probe_module is not None else self.module
 
     def _run(
         self, module: Any, precision: str, inputs: np.ndarray, selected: Sequence[OutputSelector]

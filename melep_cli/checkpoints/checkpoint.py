@@ -13,6 +13,7 @@ import numpy as np
 
 from melep_cli.checkpoints.backends import (
     Backend,
+    LayoutHint,
     OnnxBackend,
     OutOfMemory,
     OutputSelector,
@@ -47,6 +48,7 @@ def load_checkpoint(
     threads: int | None = None,
     share_cores: bool = False,
     precision: str = "float32",
+    metadata: CheckpointMetadata | None = None,
 ) -> Checkpoint:
     """Load a TorchScript or ONNX checkpoint safely (pickles are refused unread) with its metadata.
 
@@ -58,6 +60,7 @@ def load_checkpoint(
     between this one's batches (rank with several checkpoints): ONNX Runtime's idle threads sleep
     instead of spinning. `precision`: float32 (exact), or bfloat16/float16 for speed where the device
     has fast 16-bit arithmetic (TorchScript only; otherwise float32 with a warning, see `Checkpoint.precision`).
+    `metadata`: use this instead of the file's (annotate checks the metadata it is about to write).
     """
     path = Path(path)
     parse_device(device)
@@ -79,13 +82,24 @@ def load_checkpoint(
         backend = TorchScriptBackend(
             path, device=device, strict_device=strict_device, threads=threads, precision=precision
         )
-    metadata = resolve_metadata(path, backend.embedded_metadata, backend.embedded_origin)
+    if metadata is None:
+        metadata = resolve_metadata(path, backend.embedded_metadata, backend.embedded_origin)
     checkpoint = Checkpoint(path, backend, metadata, name=name)
     if warn_defaults:
         message = checkpoint.defaults_message()
         if message:
             logger.warning(message)
     return checkpoint
+
+
+class MetadataConflict(CheckpointError):
+    """The model contradicts its metadata, or gives outputs melep can never use, whatever the records.
+
+    Label count vs output width, leads vs the input shape or the first layer, samples or dtype vs the ONNX
+    input, a layout the model does not run, scores/features outputs it lacks or that are no (batch, Z) floats.
+    `melep inspect` and `melep annotate` fail on these (annotate writes nothing); a forward pass that merely
+    did not run (a zero record of a guessed length, NaN outputs on zeros) is no conflict.
+    """
 
 
 @dataclass(frozen=True)
@@ -111,13 +125,13 @@ def select_output(where: str, key: str, selector: OutputSelector, outputs: Seque
     if name is None:
         listing = ", ".join(repr(item) for item in names) or "none"
         picked = f"index {selector}" if isinstance(selector, int) else repr(selector)
-        raise CheckpointError(
+        raise MetadataConflict(
             f"{where}: metadata key {key!r} names output {picked}, which the model does not have "
             f"(its outputs: {listing})"
         )
     info = outputs[names.index(name)]
     if not info.tensor:
-        raise CheckpointError(f"{where}: output {name!r} (metadata key {key!r}) is a {info.dtype}, not a tensor")
+        raise MetadataConflict(f"{where}: output {name!r} (metadata key {key!r}) is a {info.dtype}, not a tensor")
     return name
 
 
@@ -144,6 +158,10 @@ class Checkpoint:
     The scores come from the metadata's `scores_output` (default: the only output, or the first), the
     features from `features_output` (default: none). ONNX names are checked on loading; TorchScript ones,
     known only when the model runs, on the first forward pass (or layout probe).
+
+    A TorchScript model never meets an input in an untried layout on its frozen module: layout probes run
+    on the unfrozen module, and so does one record of the first forward pass when the layout came from the
+    metadata (see `TorchScriptBackend`). What contradicts the metadata raises `MetadataConflict`.
     """
 
     def __init__(self, path: Path, backend: Backend, metadata: CheckpointMetadata, *, name: str | None = None):
@@ -170,6 +188,8 @@ class Checkpoint:
             self._resolve_names()
         self.output_width: int | None = self._declared_width()
         self._check_width(self.output_width, where="the ONNX output shape")
+        #: The layout ran once on a module safe to probe (always true without one): forward passes may start.
+        self._layout_ran = not backend.probing
 
     # ----- what the model says about itself -------------------------------------------------
     def _derive(self, metadata: CheckpointMetadata) -> CheckpointMetadata:
@@ -186,10 +206,26 @@ class Checkpoint:
                     layout = "NTC"
                 if layout is not None:
                     self._notes["layout"] = f"{layout} (from the ONNX input shape)"
+                elif (  # a static axis, and none of the leads given: taking either axis as the leads contradicts
+                    leads not in (first, second)
+                    and (first, second) != (None, None)
+                    and "leads" not in metadata.defaulted
+                ):
+                    raise MetadataConflict(
+                        f"{self.path}: the ONNX input shape {self._shape_text()} has no axis of the {leads} leads "
+                        f"its metadata names ({', '.join(metadata.leads)})"
+                    )
+            elif (first, second).count(leads) == 1 and (first == leads) != (layout == "NCT"):
+                # The shape puts the leads on the other axis: the rule that derives the layout says the other one.
+                other = "NCT" if first == leads else "NTC"
+                raise MetadataConflict(
+                    f"{self.path}: metadata layout {layout} but the ONNX input shape {self._shape_text()} has "
+                    f"the {leads} leads on the axis of layout {other}"
+                )
             if layout is not None:
                 lead_axis, time_axis = (first, second) if layout == "NCT" else (second, first)
                 if lead_axis is not None and lead_axis != leads:
-                    raise CheckpointError(
+                    raise MetadataConflict(
                         f"{self.path}: the ONNX input shape {self._shape_text()} has {lead_axis} leads in layout "
                         f"{layout}, but the metadata names {leads} ({', '.join(metadata.leads)})"
                     )
@@ -198,7 +234,7 @@ class Checkpoint:
                         samples = time_axis
                         self._notes["samples"] = f"{samples} (the ONNX input's static length)"
                     elif samples != time_axis:
-                        raise CheckpointError(
+                        raise MetadataConflict(
                             f"{self.path}: metadata samples {samples} but the ONNX input shape "
                             f"{self._shape_text()} fixes {time_axis}"
                         )
@@ -208,7 +244,7 @@ class Checkpoint:
                 source = "the ONNX input's declared type" if self.format == "onnx" else "the parameters' type"
                 self._notes["dtype"] = f"{dtype} ({source})"
             elif self.format == "onnx" and dtype != declared.dtype:
-                raise CheckpointError(
+                raise MetadataConflict(
                     f"{self.path}: metadata dtype {dtype} but the ONNX input is declared {declared.dtype}"
                 )
         if dtype is None:
@@ -400,7 +436,11 @@ class Checkpoint:
     def probe_layout(self, example: np.ndarray) -> None:
         """Find the layout from one prepared record `example` (1, L, T) in NCT: the one that runs and gives (1, Z).
 
-        If both layouts or neither work, a CheckpointError asks for `layout` in the metadata.
+        Probes run where a wrong layout raises (`run(probe=True)`: the unfrozen TorchScript module). When the
+        first weighted layer takes the leads on one axis (`layout_hint`), that layout is run first and, if it
+        works, the other is not run at all: it would hand that layer T channels. If both layouts or neither
+        work, a CheckpointError asks for `layout` in the metadata; a layout that runs but gives another output
+        width than the metadata's labels is a MetadataConflict.
         """
         if not self.needs_probe:
             return
@@ -408,35 +448,119 @@ class Checkpoint:
         if example.ndim != 3 or example.shape[0] != 1:
             raise InputError(f"a layout probe takes one record shaped (1, leads, time), got {example.shape}")
         candidates = {"NCT": example, "NTC": np.ascontiguousarray(example.transpose(0, 2, 1))}
+        hint = self._usable_hint(example.shape[1], example.shape[2])
+        order = ["NTC", "NCT"] if hint is not None and hint.layout == "NTC" else ["NCT", "NTC"]
         working: dict[str, int] = {}
+        widths: dict[str, int] = {}  # layouts that run but give another width than the labels
         failures: dict[str, str] = {}
-        for layout, inputs in candidates.items():
-            try:
-                outputs = self._forward(inputs.astype(self.metadata.dtype or "float32", copy=False))
-            except Exception as error:
-                failures[layout] = one_line(error, limit=160)
+        for layout in order:
+            outputs, failure = self._try_layout(candidates[layout])
+            if outputs is None:
+                failures[layout] = failure or "failed"
                 continue
             scores, _ = self._select(outputs)  # an output name the model lacks fails now, whatever the layout
-            problem = self._output_problem(scores, 1)
+            problem = self._output_problem(scores, 1, check_width=False)
             if problem:
-                failures[layout] = problem
+                failures[layout] = problem[0]
             else:
-                working[layout] = scores.shape[1]
+                ran = widths if self._expected_width() not in (None, scores.shape[1]) else working
+                ran[layout] = scores.shape[1]
+                if hint is not None:
+                    break  # the first layer takes the leads in this layout: the other would give it T channels
         shape = f"{tuple(example.shape[1:])} (leads, samples)"
-        hint = f"set it with 'melep annotate {self.path} --layout NCT|NTC'"
+        hint_text = f"set it with 'melep annotate {self.path} --layout NCT|NTC'"
         if len(working) == 2:
-            raise CheckpointError(f"{self.path}: runs in both layouts NCT and NTC on a {shape} record; {hint}")
+            raise CheckpointError(f"{self.path}: runs in both layouts NCT and NTC on a {shape} record; {hint_text}")
         if not working:
+            if widths:
+                layout, width = next(iter(widths.items()))
+                self._check_width(width, where=f"a probe in layout {layout}")
             reasons = "; ".join(f"{layout}: {reason}" for layout, reason in failures.items())
-            raise CheckpointError(
-                f"{self.path}: runs in neither layout on a {shape} record ({reasons}); "
-                f"{hint} (and --samples if it needs a fixed length)"
-            )
+            message = f"{self.path}: runs in neither layout on a {shape} record ({reasons})"
+            channels = self._channels_problem(example.shape[1])
+            if channels is not None:
+                raise channels[1](f"{message}; {channels[0]}")
+            raise CheckpointError(f"{message}; {hint_text} (and --samples if it needs a fixed length)")
         layout, width = next(iter(working.items()))
         self.metadata = replace(self.metadata, layout=layout)
-        self._notes["layout"] = f"{layout} (probed: the only layout that runs)"
-        self._check_width(width, where="the probe")
+        if hint is not None and layout == hint.layout:
+            how = f"probed: its first layer, {hint.layer}, takes the {hint.channels} leads on that axis"
+        else:
+            how = "probed: the only layout that runs"
+        self._notes["layout"] = f"{layout} ({how})"
         self.output_width = width
+        self._layout_ran = True
+        self._backend.release_probe_module()
+
+    def _try_layout(self, inputs: np.ndarray) -> tuple[dict[str, np.ndarray] | None, str | None]:
+        """One probe run of `inputs` on the module safe to probe: its outputs, or None and why it failed."""
+        try:
+            typed = inputs.astype(self.metadata.dtype or "float32", copy=False)
+            return self._forward_padded(typed, probe=True), None
+        except Exception as error:
+            return None, one_line(error, limit=160)
+
+    def _usable_hint(self, leads: int, samples: int) -> LayoutHint | None:
+        """The backend's layout hint when it tells the layouts apart on a (leads, samples) record, else None.
+
+        It does when its layer takes exactly the leads and the record is not square (samples == leads).
+        """
+        hint = self._backend.layout_hint
+        if hint is None or hint.channels != leads or samples == leads:
+            return None
+        return hint
+
+    def _channels_problem(self, leads: int) -> tuple[str, type[CheckpointError]] | None:
+        """Why `leads` channels cannot suit the first layer (the backend's hint), and the error type to raise.
+
+        A MetadataConflict when the metadata gave the leads; a CheckpointError when they are the default 12.
+        """
+        hint = self._backend.layout_hint
+        if hint is None or hint.layer == "Linear" or hint.channels == leads:
+            return None  # a Linear often takes a flattened record (leads x samples): its width says little
+        layer = f"its first layer ({hint.layer}) takes {hint.channels} channels"
+        if "leads" not in self.metadata.defaulted:
+            return f"{layer}, not the {leads} leads its metadata names", MetadataConflict
+        advice = f"set them with 'melep annotate {self.path} --leads ...'"
+        return f"{layer}, not the default {leads} leads; {advice}", CheckpointError
+
+    def _confirm_layout(self, record: np.ndarray) -> None:
+        """Run one record of the first forward pass on the module safe to probe, before the optimised one.
+
+        For a layout the metadata gives (no probe ran): a model that fails in it meets the input where a wrong
+        shape raises, never on its frozen module. If the other layout then runs, the metadata contradicts the
+        model (a MetadataConflict naming the layout that works); else the forward pass failed, as it would have.
+        """
+        layout = self.metadata.layout or "NCT"
+        try:
+            self._forward_padded(record, probe=True)
+        except OutOfMemory:
+            pass  # one record that does not fit: the batch loop reports it (the input's layout is not in question)
+        except Exception as error:
+            other = "NTC" if layout == "NCT" else "NCT"
+            reason = one_line(error, limit=160)
+            if record.shape[1] != record.shape[2] and self._runs_usably(record.transpose(0, 2, 1)):
+                raise MetadataConflict(
+                    f"{self.path}: metadata layout {layout} does not run ({reason}), but {other} does; "
+                    f"fix it with 'melep annotate {self.path} --layout {other}'"
+                ) from None
+            channels = self._channels_problem(len(self.metadata.leads))
+            if channels is not None:
+                raise channels[1](f"{self.path}: forward pass failed ({reason}); {channels[0]}") from None
+            raise CheckpointError(f"{self.path}: forward pass failed ({one_line(error)})") from None
+        self._layout_ran = True
+        self._backend.release_probe_module()
+
+    def _runs_usably(self, record: np.ndarray) -> bool:
+        """Whether one record runs (on the module safe to probe) and gives usable (1, Z) scores."""
+        outputs, _ = self._try_layout(np.ascontiguousarray(record))
+        if outputs is None:
+            return False
+        try:
+            scores, _ = self._select(outputs)
+        except CheckpointError:
+            return False
+        return self._output_problem(scores, 1, check_width=False) is None
 
     # ----- forward passes --------------------------------------------------------------------
     def predict(self, inputs: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
@@ -458,6 +582,8 @@ class Checkpoint:
         inputs = np.ascontiguousarray(inputs, dtype=self.metadata.dtype or "float32")
         if inputs.ndim != 3:
             raise InputError(f"{self.path}: model inputs must be (batch, leads, time) or (batch, time, leads)")
+        if not self._layout_ran and len(inputs):
+            self._confirm_layout(inputs[:1])
         size = self.static_batch or max(1, min(int(batch_size or self.batch_size), self._memory_limit or 1 << 62))
         results: list[np.ndarray] = []
         feature_parts: list[np.ndarray] = []
@@ -493,7 +619,8 @@ class Checkpoint:
             if problem is None and features is not None:
                 problem = self._features_problem(features, len(chunk))
             if problem:
-                raise CheckpointError(f"{self.path}: {problem}")
+                text, conflict = problem
+                raise (MetadataConflict if conflict else CheckpointError)(f"{self.path}: {text}")
             results.append(scores)
             if features is not None:
                 feature_parts.append(features)
@@ -513,53 +640,61 @@ class Checkpoint:
             features = feature_parts[0] if len(feature_parts) == 1 else np.concatenate(feature_parts)
         return Prediction(scores, features)
 
-    def _forward(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return self._forward_padded(inputs)
+    def _forward_padded(self, chunk: np.ndarray, *, probe: bool = False) -> dict[str, np.ndarray]:
+        """Run one chunk; a model exported with a fixed batch size gets a zero-padded chunk (outputs cut back).
 
-    def _forward_padded(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
-        """Run one chunk; a model exported with a fixed batch size gets a zero-padded chunk (outputs cut back)."""
+        `probe`: the chunk's layout is untried: run it where a wrong shape raises (`Backend.run`).
+        """
         static = self.static_batch
         if static is None or len(chunk) == static:
-            return self._backend.run(chunk, self._selected)
+            return self._backend.run(chunk, self._selected, probe=probe)
         padded = np.zeros((static, *chunk.shape[1:]), dtype=chunk.dtype)
         padded[: len(chunk)] = chunk
-        outputs = self._backend.run(padded, self._selected)
+        outputs = self._backend.run(padded, self._selected, probe=probe)
         # Batched outputs lose the padding rows; anything else (a constant, a per-model vector) stays as it is.
         return {
             name: value[: len(chunk)] if value.ndim and value.shape[0] == static else value
             for name, value in outputs.items()
         }
 
-    def _output_problem(self, outputs: np.ndarray, count: int) -> str | None:
-        """Why outputs for `count` records are unusable, or None."""
+    def _output_problem(self, outputs: np.ndarray, count: int, *, check_width: bool = True) -> tuple[str, bool] | None:
+        """Why scores for `count` records are unusable, and whether that is a conflict (no records would do), or None.
+
+        A shape that is no (batch, Z), a non-floating type, or a width other than the labels' rule the model or
+        its metadata out; NaN or infinite scores may be these records' (a zero record's) doing.
+        """
         if outputs.ndim != 2 or outputs.shape[0] != count:
-            return f"output shape {tuple(outputs.shape)} for a batch of {count}; melep needs (batch, Z) scores"
+            return f"output shape {tuple(outputs.shape)} for a batch of {count}; melep needs (batch, Z) scores", True
         if not np.issubdtype(outputs.dtype, np.floating):
-            return f"outputs of type {outputs.dtype}; melep needs floating-point scores"
-        expected = len(self.metadata.labels) if self.metadata.labels is not None else self.output_width
-        if expected is not None and outputs.shape[1] != expected:
-            return self._width_message(outputs.shape[1])
+            return f"outputs of type {outputs.dtype}; melep needs floating-point scores", True
+        expected = self._expected_width()
+        if check_width and expected is not None and outputs.shape[1] != expected:
+            return self._width_message(outputs.shape[1]), True
         finite = np.isfinite(outputs).all(axis=1)
         if not finite.all():
-            return f"NaN or infinite outputs for {int((~finite).sum())} of {count} records"
+            return f"NaN or infinite outputs for {int((~finite).sum())} of {count} records", False
         return None
 
-    def _features_problem(self, features: np.ndarray, count: int) -> str | None:
-        """Why the features output for `count` records is unusable, or None."""
+    def _expected_width(self) -> int | None:
+        """Z the scores must have: the metadata's label count, else the width seen so far, else None."""
+        return len(self.metadata.labels) if self.metadata.labels is not None else self.output_width
+
+    def _features_problem(self, features: np.ndarray, count: int) -> tuple[str, bool] | None:
+        """Why the features output for `count` records is unusable, and whether that is a conflict, or None."""
         name = self._features_name
         if features.ndim != 2 or features.shape[0] != count:
             return (
                 f"features output {name!r} has shape {tuple(features.shape)} for a batch of {count}; "
                 "melep needs (batch, D) features"
-            )
+            ), True
         if not np.issubdtype(features.dtype, np.floating):
-            return f"features output {name!r} is of type {features.dtype}; melep needs floating-point features"
+            return f"features output {name!r} is of type {features.dtype}; melep needs floating-point features", True
         if self.features_width is not None and features.shape[1] != self.features_width:
             width = features.shape[1]
-            return f"features output {name!r} gives {width} values per record, earlier {self.features_width}"
+            return f"features output {name!r} gives {width} values per record, earlier {self.features_width}", True
         finite = np.isfinite(features).all(axis=1)
         if not finite.all():
-            return f"NaN or infinite features in output {name!r} for {int((~finite).sum())} of {count} records"
+            return f"NaN or infinite features in output {name!r} for {int((~finite).sum())} of {count} records", False
         return None
 
     def _width_message(self, width: int) -> str:
@@ -570,7 +705,7 @@ class Checkpoint:
     def _check_width(self, width: int | None, *, where: str) -> None:
         labels = self.metadata.labels
         if width is not None and labels is not None and width != len(labels):
-            raise CheckpointError(f"{self.path}: {self._width_message(width)} ({where})")
+            raise MetadataConflict(f"{self.path}: {self._width_message(width)} ({where})")
 
     def __repr__(self) -> str:
         return f"Checkpoint(name={self.name!r}, format={self.format!r}, device={self.device!r}, path='{self.path}')"

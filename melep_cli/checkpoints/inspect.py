@@ -7,16 +7,25 @@ from typing import Any
 
 import numpy as np
 
-from melep_cli.checkpoints.checkpoint import DEFAULT_PROBE_SAMPLES, Checkpoint, load_checkpoint
+from melep_cli.checkpoints.checkpoint import DEFAULT_PROBE_SAMPLES, Checkpoint, MetadataConflict, load_checkpoint
 from melep_cli.checkpoints.metadata import KNOWN_KEYS
 from melep_cli.errors import CheckpointError
+
+
+def needs_zero_record(checkpoint: Checkpoint) -> bool:
+    """Whether only a forward pass tells the rest: the layout, the output width, or a TorchScript model's outputs
+    (and, for TorchScript, whether the metadata's layout runs)."""
+    return checkpoint.needs_probe or checkpoint.output_width is None or checkpoint.format != "onnx"
 
 
 def run_zero_record(checkpoint: Checkpoint) -> tuple[int, CheckpointError | None]:
     """Run one zero record through `checkpoint` (probing the layout first if needed): its samples and any error.
 
-    Finds what only a forward pass tells (layout, output width, a TorchScript model's outputs). The length
-    is the metadata's `samples`, else 10 s at its rate, else DEFAULT_PROBE_SAMPLES.
+    Finds what only a forward pass tells (layout, output width, a TorchScript model's outputs) with the checks
+    `melep rank` runs (`probe_layout`, `predict_outputs`). What contradicts the metadata is raised (a
+    MetadataConflict: the label count vs the output width, a layout that does not run where the other does,
+    outputs the model lacks); a record that merely did not run (a guessed length, NaN on zeros) is returned.
+    The length is the metadata's `samples`, else 10 s at its rate, else DEFAULT_PROBE_SAMPLES.
     """
     metadata = checkpoint.metadata
     samples = metadata.samples or (
@@ -30,6 +39,8 @@ def run_zero_record(checkpoint: Checkpoint) -> tuple[int, CheckpointError | None
         if checkpoint.output_width is None or features_unknown:
             layout_example = example if checkpoint.layout == "NCT" else example.transpose(0, 2, 1)
             checkpoint.predict_outputs(layout_example, batch_size=1)
+    except MetadataConflict:
+        raise
     except CheckpointError as error:
         return samples, error
     return samples, None
@@ -43,12 +54,13 @@ def inspect_checkpoint(path: str | Path, *, device: str = "auto", strict_device:
     filled in where they are known without a target), `defaulted` maps each key that took a default
     to the value assumed. When neither metadata nor the model fixes the layout or output width (and
     always for TorchScript, whose outputs are only known when it runs), one zero record is run to find
-    them; if that fails, `notes` says why and the values stay null.
+    them; if it does not run, `notes` says why and the values stay null. What contradicts the metadata (see
+    `MetadataConflict`) is raised, as `melep rank` would fail on it.
     """
     checkpoint = load_checkpoint(path, device=device, strict_device=strict_device, warn_defaults=False)
     notes: list[str] = []
     metadata = checkpoint.metadata
-    if checkpoint.needs_probe or checkpoint.output_width is None or checkpoint.format != "onnx":
+    if needs_zero_record(checkpoint):
         samples, error = run_zero_record(checkpoint)
         if error is not None:
             notes.append(f"a zero record of {samples} samples did not run: {error}")

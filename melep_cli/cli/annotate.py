@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from melep_cli import report
 from melep_cli.checkpoints import annotate_checkpoint
@@ -137,11 +138,13 @@ def annotate_command(
         elif output_format is OutputFormat.csv:
             rows = [["key", "value"]] + [[key, json.dumps(value)] for key, value in result.document.items()]
             text = report.rows_to_csv(rows)
-        table = Table(title=f"Metadata written to {result.path}", show_header=False, title_justify="left")
+        # Text, not markup: paths like model[v2].onnx and label names print as they are.
+        table = Table(title=Text(f"Metadata written to {result.path}"), show_header=False, title_justify="left")
         table.add_column("key", style="bold")
         table.add_column("value")
         for key, value in result.document.items():
-            table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            table.add_row(Text(str(key)), Text(shown))
         emit(text, [table], None)
 
 

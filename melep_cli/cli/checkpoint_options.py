@@ -43,8 +43,8 @@ ThreadsOption = Annotated[
     typer.Option(
         "--threads",
         min=1,
-        help="CPU threads per forward pass (torch and ONNX Runtime intra-op threads; default: the cores available), "
-        "and for preparing inputs ahead (at most 4). "
+        help="CPU threads of each forward pass (torch and ONNX Runtime intra-op threads; default: the cores "
+        "available). Records are decoded and prepared on one producer thread, whatever this is. "
         "On a machine busy with other jobs, or with several ranks at once, --threads 1 is often much faster.",
         show_default=False,
     ),

@@ -125,7 +125,7 @@ def inspect_command(
         tables: list[Any] = []
         for document in documents:
             if document["kind"] == "target":
-                tables.extend(target_inspection_tables(document))
+                tables.extend(_literal(table) for table in target_inspection_tables(document))
             elif "error" not in document:
                 tables.append(_table(document))
         emit(text, tables, output)
@@ -148,32 +148,46 @@ def _output_text(described: dict[str, Any]) -> str:
     return f"{described['name']}  shape {shape}  dtype {described['dtype'] or 'unknown'}{role}"
 
 
+def _literal(table: Table) -> Table:
+    """`table` with its title and every plain-string cell as rich Text, so none is read as Rich markup.
+
+    The target tables are built with strings from the files (paths, label names, skip reasons): a name like
+    `[bold]AF` or `NSR[/]` must print as it is, not vanish or raise a MarkupError.
+    """
+    if isinstance(table.title, str):
+        table.title = Text(table.title)
+    for column in table.columns:
+        column._cells[:] = [Text(cell) if isinstance(cell, str) else cell for cell in column._cells]
+    return table
+
+
 def _table(document: dict[str, Any]) -> Table:
-    """One checkpoint as a two-column table; values are plain Text, so shapes like [batch, 5] are not Rich markup."""
-    table = Table(title=f"{document['name']} ({document['format']})", show_header=False, title_justify="left")
+    """One checkpoint as a two-column table; every cell and the title are Text: paths like model[v2].onnx,
+    label names and shapes like [batch, 5] print as they are, never as Rich markup."""
+    table = Table(title=Text(f"{document['name']} ({document['format']})"), show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
     declared = document["input"]
     shape = "unknown until it runs" if declared["shape"] is None else f"[{', '.join(map(str, declared['shape']))}]"
-    table.add_row("path", Text(document["path"]))
-    table.add_row("input", Text(f"{declared['name']}  shape {shape}  dtype {declared['dtype']}"))
+    table.add_row(Text("path"), Text(document["path"]))
+    table.add_row(Text("input"), Text(f"{declared['name']}  shape {shape}  dtype {declared['dtype']}"))
     outputs = document["outputs"]
     if not outputs:
-        table.add_row("outputs", "unknown until it runs")
+        table.add_row(Text("outputs"), Text("unknown until it runs"))
     for index, described in enumerate(outputs):
-        table.add_row("outputs" if index == 0 else "", Text(_output_text(described)))
-    table.add_row("device", Text(f"{document['device']} ({document['provider']})"))
-    table.add_row("metadata from", Text(document["metadata_origin"]))
+        table.add_row(Text("outputs" if index == 0 else ""), Text(_output_text(described)))
+    table.add_row(Text("device"), Text(f"{document['device']} ({document['provider']})"))
+    table.add_row(Text("metadata from"), Text(document["metadata_origin"]))
     defaulted = document["defaulted"]
     for key, value in document["metadata"].items():
         if key in defaulted:
-            table.add_row(key, Text(f"{defaulted[key]}  (default)", style="yellow"))
+            table.add_row(Text(key), Text(f"{defaulted[key]}  (default)", style="yellow"))
         elif value is not None:
-            table.add_row(key, Text(_value_text(value)))
+            table.add_row(Text(key), Text(_value_text(value)))
     for key in document["unknown_keys"]:
-        table.add_row(key, Text("unknown key, ignored", style="yellow"))
+        table.add_row(Text(str(key)), Text("unknown key, ignored", style="yellow"))
     for note in document["notes"]:
-        table.add_row("note", Text(note))
+        table.add_row(Text("note"), Text(note))
     return table
 
 
