@@ -21,6 +21,7 @@ from melep_cli.forward import DEFAULT_CACHE, ForwardResult, ProgressCallback, fo
 from melep_cli.metric import MelepResult, Weighting, probabilities_declared_as
 from melep_cli.scores import MelepScore
 from melep_cli.targets import Target, open_target
+from melep_cli.targets.base import count_noun
 
 log = logging.getLogger("melep")
 
@@ -57,6 +58,7 @@ class TargetSummary:
     labels: tuple[str, ...]
     positives: np.ndarray
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    excluded_labels: list[tuple[str, str]] = field(default_factory=list)  # left out by the default selection
 
     @property
     def prevalence(self) -> np.ndarray:
@@ -116,6 +118,14 @@ def rank(
     started = time.perf_counter()
     opened = target if isinstance(target, Target) else open_target(target, **target_options)
     _check_labels_informative(opened, opened.labels, len(opened), when="among its records")
+    if opened.excluded_labels:
+        listed = ", ".join(f"{name} ({reason})" for name, reason in opened.excluded_labels[:10])
+        more = len(opened.excluded_labels) - 10
+        log.warning(
+            f"{opened.path}: {count_noun(len(opened.excluded_labels), 'label')} left out of the ranking: {listed}"
+            + (f", and {more} more" if more > 0 else "")
+            + " (name them to rank on them anyway, or lower min_positives)"
+        )
     stage1 = forward(
         checkpoints,
         opened,
@@ -145,6 +155,7 @@ def rank(
         labels=tuple(opened.label_names),
         positives=positives,
         skipped=[*opened.excluded, *stage1.skipped],
+        excluded_labels=list(opened.excluded_labels),
     )
     return RankReport(
         target=summary,

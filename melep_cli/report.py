@@ -237,6 +237,7 @@ def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = Fa
             "labels": list(target.labels),
             "prevalence": [float(p) for p in target.prevalence],
             "skipped": [{"record": record, "reason": reason} for record, reason in target.skipped],
+            "excluded_labels": [{"label": label, "reason": reason} for label, reason in target.excluded_labels],
         },
         "weighting": report.weighting,
         "results": results,

@@ -221,3 +221,20 @@ def test_an_option_no_checkpoint_can_take_stops_the_run(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="--device"):
         rank([CHECKPOINTS], TARGET, device="tpu")
+
+
+def test_labels_the_default_selection_leaves_out_are_named_with_why(
+    capsys: pytest.CaptureFixture[str], melep_log: pytest.LogCaptureFixture
+) -> None:
+    """The sample target has AFIB in 14 and PVC in 12 of its 300 records: below --min-positives 20."""
+    code, document, err = _rank_json(
+        capsys, "-c", str(next(CHECKPOINTS.glob("*.onnx"))), "-t", str(TARGET), "--min-positives", "20", "--no-cache"
+    )
+    assert code == 0
+    excluded = {entry["label"]: entry["reason"] for entry in document["target"]["excluded_labels"]}
+    assert excluded == {"AFIB": "fewer than 20 positives (14 of 300)", "PVC": "fewer than 20 positives (12 of 300)"}
+    assert "AFIB" not in document["target"]["labels"] and "NORM" in document["target"]["labels"]
+    warnings = [line for line in err.splitlines() if "left out of the ranking" in line]
+    assert len(warnings) == 1 and "AFIB (fewer than 20 positives (14 of 300))" in warnings[0]
+    _, everything, _ = _rank_json(capsys, "-c", str(next(CHECKPOINTS.glob("*.onnx"))), "-t", str(TARGET), "-q")
+    assert everything["target"]["excluded_labels"] == []

@@ -77,7 +77,8 @@ def test_a_lead_only_one_checkpoint_wants_fails_that_checkpoint_alone(
 ) -> None:
     folder = tmp_path / "checkpoints"
     shutil.copytree(CHECKPOINTS, folder)
-    assert run(["annotate", str(folder / "ptbxl_rhythm_bilstm.pt"), "--leads", "I,II,V7", "-q"]) == 0
+    leads = "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V7"  # twelve, as the model takes, but one the target lacks
+    assert run(["annotate", str(folder / "ptbxl_rhythm_bilstm.pt"), "--leads", leads, "-q"]) == 0
     capsys.readouterr()
     code = run(["rank", "-c", str(folder), "-t", str(TARGET), "-f", "json"])
     captured = capsys.readouterr()

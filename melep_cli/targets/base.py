@@ -74,6 +74,7 @@ class Target:
         strict: bool = False,
         label_source: str = "",
         label_aliases: Mapping[str, str] | None = None,
+        excluded_labels: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.path = Path(path)
         self.label_names: tuple[str, ...] = tuple(label_names)
@@ -83,6 +84,8 @@ class Target:
         self.label_source = label_source
         #: Other names of the selected labels (SNOMED codes, equivalent abbreviations), name -> label.
         self.label_aliases: dict[str, str] = dict(label_aliases or {})
+        #: Labels the default selection left out (too few positives, no negative): (name, reason).
+        self.excluded_labels: list[tuple[str, str]] = list(excluded_labels)
         #: Records left out before decoding (no labels row, file absent, unreadable header): (id, reason).
         self.excluded: list[tuple[str, str]] = list(excluded)
         self._decode_skips: list[tuple[str, str]] = []
@@ -362,8 +365,8 @@ def select_labels(
     source: Path | str,
     aliases: Mapping[str, str] | None = None,
     elsewhere: Mapping[str, str] | None = None,
-) -> tuple[tuple[str, ...], np.ndarray]:
-    """The target labels and their (n, Y) columns.
+) -> tuple[tuple[str, ...], np.ndarray, list[tuple[str, str]]]:
+    """The target labels, their (n, Y) columns, and the labels the default selection left out with why.
 
     `requested` None: every label with at least `min_positives` positives and at least one negative (every
     label at all inside `every_label()`). Otherwise the requested labels in that order, each matched by name
@@ -377,16 +380,25 @@ def select_labels(
     positives = matrix.sum(axis=0, dtype=np.int64)
     negatives = matrix.shape[0] - positives
     if requested is None and _EVERY_LABEL.get():
-        return tuple(names), matrix
+        return tuple(names), matrix, []
     if requested is None:
         keep = [j for j in range(len(names)) if positives[j] >= min_positives and negatives[j] >= 1]
+        kept = set(keep)
+        left_out = [
+            (
+                names[j],
+                f"{label_shortfall(int(positives[j]), len(matrix), min_positives)} ({positives[j]} of {len(matrix)})",
+            )
+            for j in range(len(names))
+            if j not in kept
+        ]
         if not keep:
             counts = ", ".join(f"{names[j]} {positives[j]}" for j in np.argsort(-positives, kind="stable")[:10])
             raise TargetError(
                 f"{source}: no label has at least {min_positives} positives and one negative among "
                 f"{matrix.shape[0]} records (most frequent: {counts or 'none'}); lower --min-positives or pass --labels"
             )
-        return tuple(names[j] for j in keep), matrix[:, keep]
+        return tuple(names[j] for j in keep), matrix[:, keep], left_out
 
     lookup: dict[str, int] = {}
     for j, name in enumerate(names):
@@ -414,7 +426,7 @@ def select_labels(
         if positives[j] == 0 or negatives[j] == 0:
             kind = "no positive" if positives[j] == 0 else "no negative"
             log.warning(f"{source}: label {names[j]} has {kind} record; its MELEP term is degenerate")
-    return tuple(names[j] for j in chosen), matrix[:, chosen]
+    return tuple(names[j] for j in chosen), matrix[:, chosen], []
 
 
 # -- folds ---------------------------------------------------------------------------------------------------------

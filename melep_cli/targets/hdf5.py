@@ -113,7 +113,7 @@ class Hdf5Target(Target):
                 label_source = f"{path}:labels"
             else:
                 raise TargetError(f"{path}: no 'labels' dataset; pass --labels-csv with one 0/1 column per label")
-        label_names, label_matrix = select_labels(
+        label_names, label_matrix, excluded_labels = select_labels(
             names, matrix, labels, min_positives=min_positives, source=path, aliases=aliases, elsewhere=elsewhere
         )
         self._labels_csv = Path(labels_csv) if labels_csv is not None else None
@@ -123,6 +123,7 @@ class Hdf5Target(Target):
             path,
             label_names=label_names,
             labels=label_matrix,
+            excluded_labels=excluded_labels,
             record_ids=[all_ids[row] for row in self.rows],
             excluded=excluded,
             strict=strict,

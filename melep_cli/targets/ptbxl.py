@@ -147,7 +147,7 @@ class PtbxlTarget(Target):
             names = [name for name in SUPERCLASSES if name in names] + [n for n in names if n not in SUPERCLASSES]
         matrix = matrix_from_sets(label_sets, names)
         elsewhere = self._elsewhere(statements, ptbxl_labels)
-        label_names, label_matrix = select_labels(
+        label_names, label_matrix, excluded_labels = select_labels(
             names, matrix, labels, min_positives=min_positives, source=path, elsewhere=elsewhere
         )
         self.files = files
@@ -157,6 +157,7 @@ class PtbxlTarget(Target):
             path,
             label_names=label_names,
             labels=label_matrix,
+            excluded_labels=excluded_labels,
             record_ids=ids,
             excluded=excluded,
             strict=strict,

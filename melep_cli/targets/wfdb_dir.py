@@ -200,7 +200,7 @@ class WfdbTarget(Target):
             names, matrix, aliases, code_of = self._challenge_labels(path, codes)  # type: ignore[arg-type]
             self.challenge = True
             label_source = "#Dx SNOMED CT codes in the headers"
-        label_names, label_matrix = select_labels(
+        label_names, label_matrix, excluded_labels = select_labels(
             names, matrix, labels, min_positives=min_positives, source=path, aliases=aliases, elsewhere=elsewhere
         )
         self.headers = headers
@@ -213,6 +213,7 @@ class WfdbTarget(Target):
             path,
             label_names=label_names,
             labels=label_matrix,
+            excluded_labels=excluded_labels,
             record_ids=[header.path.stem for header in headers],
             excluded=excluded,
             strict=strict,
