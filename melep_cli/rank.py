@@ -119,11 +119,11 @@ def rank(
     opened = target if isinstance(target, Target) else open_target(target, **target_options)
     _check_labels_informative(opened, opened.labels, len(opened), when="among its records")
     if opened.excluded_labels:
-        listed = ", ".join(f"{name} ({reason})" for name, reason in opened.excluded_labels[:10])
+        listed = "; ".join(f"{name}: {reason}" for name, reason in opened.excluded_labels[:10])
         more = len(opened.excluded_labels) - 10
         log.warning(
             f"{opened.path}: {count_noun(len(opened.excluded_labels), 'label')} left out of the ranking: {listed}"
-            + (f", and {more} more" if more > 0 else "")
+            + (f"; and {more} more" if more > 0 else "")
             + " (name them to rank on them anyway, or lower min_positives)"
         )
     stage1 = forward(

@@ -235,6 +235,6 @@ def test_labels_the_default_selection_leaves_out_are_named_with_why(
     assert excluded == {"AFIB": "fewer than 20 positives (14 of 300)", "PVC": "fewer than 20 positives (12 of 300)"}
     assert "AFIB" not in document["target"]["labels"] and "NORM" in document["target"]["labels"]
     warnings = [line for line in err.splitlines() if "left out of the ranking" in line]
-    assert len(warnings) == 1 and "AFIB (fewer than 20 positives (14 of 300))" in warnings[0]
+    assert len(warnings) == 1 and "AFIB: fewer than 20 positives (14 of 300)" in warnings[0]
     _, everything, _ = _rank_json(capsys, "-c", str(next(CHECKPOINTS.glob("*.onnx"))), "-t", str(TARGET), "-q")
     assert everything["target"]["excluded_labels"] == []
