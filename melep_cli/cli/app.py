@@ -13,7 +13,9 @@ import inspect
 import io
 import logging
 import os
+import re
 import sys
+import textwrap
 import traceback
 import types
 import typing
@@ -25,8 +27,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console, RenderableType
+from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from typer.core import TyperCommand
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from melep_cli.errors import MelepError, UsageError
 
@@ -38,29 +41,6 @@ EXIT_INTERRUPTED = 130
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 
-
-class _Typer(typer.Typer):
-    """typer.Typer whose commands are `OutputCheckedCommand`s: every `--output` is checked before a command runs."""
-
-    def command(  # type: ignore[override]
-        self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
-    ) -> Callable[[_Function], _Function]:
-        return super().command(name, cls=cls or OutputCheckedCommand, **kwargs)
-
-
-app = _Typer(
-    name="melep",
-    help=(
-        "Rank pre-trained ECG checkpoints for a new multi-label task with MELEP "
-        "(one forward pass over the labelled target; lower is better).\n\n"
-        "Exit codes: 0 success, 1 a checkpoint failed (the others are ranked), "
-        "2 usage or input error, 3 internal error, 130 interrupted."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-)
 
 #: Results go to stdout; progress, warnings and errors go to stderr, so `--format json | jq` works.
 stdout_console = Console(soft_wrap=True)
@@ -192,6 +172,7 @@ OutputFileOption = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="FILE",
         help="Write the result to this file (atomically) instead of stdout. Its directory must exist, and it "
         "may not be one of the command's inputs.",
     ),
@@ -352,7 +333,165 @@ class _Writing:
 _WRITING: contextvars.ContextVar[_Writing | None] = contextvars.ContextVar("melep_writing", default=None)
 
 
-class OutputCheckedCommand(TyperCommand):
+#: An `Example:` (or `Examples:`) paragraph: one command per line, maybe one on the heading line.
+_EXAMPLE_HEADING = re.compile(r"(Examples?):[ \t]*(.*)")
+#: A line that starts a list item and so keeps its line break: "- item", "* item", "1. item".
+_LIST_ITEM = re.compile(r"(?:[-*]|\d+[.)])\s")
+#: Longest line of a choices metavar; longer lists break after a "|" rather than in the middle of a name.
+_CHOICES_WIDTH = 20
+
+
+def reflow_help(text: str | None) -> str | None:
+    """Help text as the terminal should wrap it: the docstring's line breaks inside a paragraph removed.
+
+    Rich help wraps at the terminal's width, so a docstring line break inside a sentence would break it
+    mid-line. Blank lines still separate paragraphs; `Example:` paragraphs keep one command per line,
+    indented by two spaces; list items ("- ...") keep their lines; a paragraph starting with \\b is kept as
+    written (Click's convention); text after a form feed (\\f) is left for Click to drop.
+    """
+    if not text:
+        return text
+    shown, feed, hidden = inspect.cleandoc(text).partition("\f")
+    paragraphs = re.split(r"\n[ \t]*\n", shown.strip())
+    return "\n\n".join(_reflow_paragraph(paragraph) for paragraph in paragraphs if paragraph.strip()) + feed + hidden
+
+
+def _reflow_paragraph(paragraph: str) -> str:
+    if paragraph.startswith("\b"):
+        return paragraph
+    first, *rest = paragraph.splitlines()
+    heading = _EXAMPLE_HEADING.fullmatch(first.strip())
+    if heading is not None:
+        commands = [heading.group(2), *textwrap.dedent("\n".join(rest)).splitlines()]
+        # Escaped: an example is shown as typed, a `[...]` in it is not Rich markup.
+        return "\n".join([f"{heading.group(1)}:", *(f"  {rich_escape(line)}" for line in commands if line.strip())])
+    lines: list[str] = []
+    for line in paragraph.splitlines():
+        line = line.strip()
+        if lines and not _LIST_ITEM.match(line):
+            lines[-1] = f"{lines[-1]} {line}"
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def help_summary(text: str | None) -> str | None:
+    """The one-line summary of a command's help (its first paragraph): what `melep --help` lists."""
+    reflowed = reflow_help(text)
+    return reflowed.split("\n\n", 1)[0].replace("\n", " ") if reflowed else reflowed
+
+
+def plain_metavar(param: Any) -> str:
+    """What a value of `param` is, in the words of the CLIs users know: PATH, FILE, DIR, N, TEXT, a|b|c.
+
+    Typer would show Python types (`<list[Path]>`, `<int range>`) and `<bool>` for flags, which take no
+    value: a flag gets none. A str option whose help says "comma-separated" takes a LIST; a float option
+    named "...-rate" a rate in HZ.
+    """
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return ""
+    descriptor = param.type_descriptor
+    if descriptor.is_choice:
+        return _choices_metavar(descriptor.choices or ())
+    annotation = descriptor.annotation
+    arguments = typing.get_args(annotation)
+    if descriptor.is_tuple:
+        return " ".join(_type_word(argument, param) for argument in arguments)
+    if descriptor.is_list and arguments:
+        annotation = arguments[0]
+    return _type_word(annotation, param)
+
+
+def _type_word(annotation: Any, param: Any) -> str:
+    if param.type_descriptor.is_path or (isinstance(annotation, type) and issubclass(annotation, PurePath)):
+        return {"file": "FILE", "dir": "DIR"}.get(param.type_descriptor.path_type, "PATH")
+    if annotation is int:
+        return "N"
+    if annotation is float:
+        return "HZ" if (param.name or "").endswith("rate") else "NUMBER"
+    if annotation is str:
+        return "LIST" if "comma-separated" in (param.help or "").lower() else "TEXT"
+    return getattr(annotation, "__name__", str(annotation)).upper()
+
+
+def _choices_metavar(choices: Iterable[Any]) -> str:
+    """'table|json|csv'; a long list on several lines, each break after a '|'."""
+    names = [str(choice.value if isinstance(choice, enum.Enum) else choice) for choice in choices]
+    lines = [""]
+    for index, name in enumerate(names):
+        piece = name if index == len(names) - 1 else f"{name}|"
+        if lines[-1] and len(lines[-1]) + len(piece) > _CHOICES_WIDTH:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
+
+
+class _PlainArgument(TyperArgument):
+    """A positional argument shown as its NAME (`melep score [OPTIONS] OUTPUTS LABELS`): no `{outputs}` in the
+    usage line, no `<str>` type column (its help says what it is)."""
+
+    def display_type_rich(self, ctx: typer.Context) -> str | None:
+        return None
+
+    def get_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        name = self.metavar or (self.name or "").upper()
+        return [name if self.required else f"[{name}]"]
+
+
+def _plain_params(params: list[Any]) -> list[Any]:
+    """`params` with a `plain_metavar` for every option that has none, and arguments as `_PlainArgument`s.
+
+    Done when a command's params are asked for, so it also reaches the --help option and Typer's
+    completion options, which are added after the command is made. Idempotent.
+    """
+    for param in params:
+        if isinstance(param, TyperOption) and param.metavar is None:
+            param.metavar = plain_metavar(param)
+        elif type(param) is TyperArgument:
+            param.__class__ = _PlainArgument  # same fields; only how it is shown changes
+            if param.metavar is None:
+                param.metavar = (param.name or "").upper() + ("..." if param.nargs != 1 else "")
+    return params
+
+
+def _help_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A command's or group's constructor arguments with its help reflowed and its summary set."""
+    help_text = kwargs.get("help")
+    kwargs["help"] = reflow_help(help_text)
+    if not kwargs.get("short_help"):
+        kwargs["short_help"] = help_summary(help_text)
+    return kwargs
+
+
+class HelpCommand(TyperCommand):
+    """A command whose help reads like uv's or ruff's: a one-line summary (also what `melep --help` lists), the
+    paragraphs as the terminal wraps them, `Example:` lines kept, and metavars people know (`plain_metavar`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **_help_kwargs(kwargs))
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _plain_params(super().get_params(ctx))
+
+
+class HelpGroup(TyperGroup):
+    """A group (`melep`, `melep cache`) with `HelpCommand`'s help; run without a subcommand it prints its help
+    and exits 0, as `--help` does (Click's no_args_is_help would exit 2 with an empty error)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **_help_kwargs(kwargs))
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _plain_params(super().get_params(ctx))
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            typer.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(EXIT_OK)
+        return super().parse_args(ctx, args)
+
+
+class OutputCheckedCommand(HelpCommand):
     """A command whose `OutputFileOption` is checked, and its format resolved, before the command runs.
 
     Every command of `app` is one, so no command repeats this: `check_output_path` against the
@@ -385,6 +524,43 @@ class OutputCheckedCommand(TyperCommand):
             return super().invoke(ctx)
         finally:
             _WRITING.reset(token)
+
+
+class MelepTyper(typer.Typer):
+    """typer.Typer whose groups are `HelpGroup`s and whose commands are `OutputCheckedCommand`s.
+
+    So every command and group, the root `melep` and `melep cache` included, gets the same help (see
+    `HelpCommand`) and every `--output` is checked before a command runs.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", HelpGroup)
+        kwargs.setdefault("rich_markup_mode", "rich")
+        kwargs.setdefault("pretty_exceptions_enable", False)
+        super().__init__(**kwargs)
+
+    def command(  # type: ignore[override]
+        self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Callable[[_Function], _Function]:
+        return super().command(name, cls=cls or OutputCheckedCommand, **kwargs)
+
+
+app = MelepTyper(
+    name="melep",
+    help=(
+        "Rank pre-trained ECG checkpoints for a new multi-label task with MELEP (lower is better).\n\n"
+        "One forward pass over the labelled target per checkpoint, stored in a cache: ranking the same "
+        "target again, with other labels or weightings, runs none. Run `melep COMMAND --help` for a "
+        "command's options and examples.\n\n"
+        "Exit codes: 0 success, 1 a checkpoint failed (the others are ranked), 2 usage or input error, "
+        "3 internal error, 130 interrupted.\n\n"
+        "Example:\n"
+        "melep rank -c ckpts/ -t data.h5\n"
+        "melep inspect ckpts/model.onnx data.h5\n"
+        "melep rank --help"
+    ),
+    no_args_is_help=True,
+)
 
 
 def emit(text: str | None, renderables: Sequence[RenderableType], output: Path | None) -> None:
@@ -464,6 +640,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         hint = f" (see '{context.command_path} --help')" if context is not None else ""
         stderr_console.print(f"melep: error: {error.format_message()}{hint}", markup=False, highlight=False)
         return error.exit_code
+    except SystemExit as exit_:
+        # Typer's shell completion (--install-completion, --show-completion, the _MELEP_COMPLETE requests)
+        # ends with sys.exit: its code is this run's.
+        return exit_.code if isinstance(exit_.code, int) else EXIT_OK if exit_.code is None else EXIT_USAGE
     return result if isinstance(result, int) else EXIT_OK
 
 

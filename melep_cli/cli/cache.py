@@ -12,6 +12,7 @@ from melep_cli import report
 from melep_cli.cli.app import (
     DebugOption,
     FormatOption,
+    MelepTyper,
     OutputFormat,
     QuietOption,
     app,
@@ -48,8 +49,13 @@ def cache_choice(cache: Path | None, no_cache: bool) -> Path | str | None:
     return cache if cache is not None else DEFAULT_CACHE
 
 
-cache_app = typer.Typer(
-    help="Show or empty the store of forward-pass outputs.\n\nExample: melep cache list",
+cache_app = MelepTyper(
+    help="Show or empty the store of forward-pass outputs.\n\n"
+    "`melep rank` and `melep forward` store every checkpoint's outputs on a target there (--cache DIR, else "
+    f"${CACHE_ENV}, else $XDG_CACHE_HOME/melep, else ~/.cache/melep), so that no forward pass runs twice.\n\n"
+    "Example:\n"
+    "melep cache list\n"
+    "melep cache clear --cache /scratch/melep-cache",
     no_args_is_help=True,
 )
 app.add_typer(cache_app, name="cache")
@@ -70,7 +76,12 @@ def cache_list(
 ) -> None:
     """List the stored outputs: size, checkpoint, target, records, when.
 
-    Example: melep cache list --format json
+    One row per checkpoint and target whose outputs are stored; entries that cannot be read are listed
+    with their status.
+
+    Example:
+        melep cache list
+        melep cache list --cache /scratch/melep-cache --format json
     """
     configure_logging(quiet=quiet)
     with cli_errors(debug):
@@ -88,9 +99,14 @@ def cache_list(
 
 @cache_app.command("clear")
 def cache_clear(cache: CacheOption = None, quiet: QuietOption = False, debug: DebugOption = False) -> None:
-    """Remove every stored output (the next rank runs its forward passes again).
+    """Remove every stored output.
 
-    Example: melep cache clear --cache /scratch/melep-cache
+    The next `melep rank` runs its forward passes again. Only the store's entries (and temporary files
+    left by interrupted runs) are removed, nothing else in the directory.
+
+    Example:
+        melep cache clear
+        melep cache clear --cache /scratch/melep-cache
     """
     configure_logging(quiet=quiet)
     with cli_errors(debug):

@@ -68,7 +68,9 @@ def _summary_table(result: ConvertResult) -> list[Table]:
 @app.command("convert")
 def convert_command(
     source: TargetArgument,
-    output: Annotated[Path, typer.Argument(help="HDF5 file to write (replaced atomically).", show_default=False)],
+    output: Annotated[
+        Path, typer.Argument(metavar="OUTPUT", help="HDF5 file to write (replaced atomically).", show_default=False)
+    ],
     resample: Annotated[
         float | None,
         typer.Option(
@@ -82,6 +84,7 @@ def convert_command(
         float | None,
         typer.Option(
             "--seconds",
+            metavar="S",
             help="Crop (first S seconds) or zero-pad every record to S seconds. Default: keep lengths; records of "
             "different lengths are padded to the longest and their lengths stored in 'lengths'.",
         ),
@@ -99,15 +102,21 @@ def convert_command(
     sampling_rate: TargetSamplingRateOption = None,
     strict: StrictOption = False,
     lead_names: LeadNamesOption = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records decoded per step.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", min=1, help="Records decoded per step.")] = 64,
     output_format: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Write SOURCE (HDF5, WFDB/Challenge or PTB-XL) to OUTPUT in melep's HDF5 layout, optionally resampled and cut.
+    """Decode a target once into one HDF5 file, to rank it many times.
 
-    --sampling-rate is the rate the records are read at, as in every command (PTB-XL: the 100 or 500 Hz
-    files); --resample HZ is the rate they are written at. Both rates are reported on stderr.
+    SOURCE (HDF5, WFDB/Challenge or PTB-XL) is written to OUTPUT in melep's HDF5 layout, optionally
+    resampled and cut. --sampling-rate is the rate the records are read at, as in every command (PTB-XL:
+    the 100 or 500 Hz files); --resample HZ is the rate they are written at. Both rates are reported on
+    stderr.
+
+    Example:
+        melep convert ptbxl/ ptbxl.h5 --ptbxl-labels subclass
+        melep convert challenge/ challenge.h5 --resample 500 --seconds 10
     """
     configure_logging(quiet=quiet)
     with cli_errors(debug):

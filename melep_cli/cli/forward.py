@@ -57,6 +57,7 @@ def forward_command(
         typer.Option(
             "--target",
             "-t",
+            metavar="PATH",
             help="Labelled ECG records: an HDF5 file, a WFDB / PhysioNet Challenge directory or a PTB-XL directory.",
             show_default=False,
         ),
@@ -82,9 +83,14 @@ def forward_command(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Run the forward passes and store their outputs; a later `melep rank` on the same target runs none.
+    """Run the forward passes and store their outputs, for a later `melep rank`.
 
-    Example: melep forward -c ckpts/ -t data.h5 --cache /scratch/melep-cache
+    For batch jobs: run the forward passes where the models run fast (a GPU), then `melep rank` the same
+    checkpoints and target with the same --cache, with any labels or weighting, without running one.
+
+    Example:
+        melep forward -c ckpts/ -t data.h5 --cache /scratch/melep
+        melep rank -c ckpts/ -t data.h5 --cache /scratch/melep --labels NORM,MI
 
     Exit codes: 0 every checkpoint's outputs are stored; 1 at least one checkpoint failed (the others are
     stored); 2 usage or target error; 3 internal error; 130 interrupted.

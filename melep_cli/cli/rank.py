@@ -60,6 +60,7 @@ def rank_command(
         typer.Option(
             "--target",
             "-t",
+            metavar="PATH",
             help="Labelled ECG records: an HDF5 file, a WFDB / PhysioNet Challenge directory or a PTB-XL directory.",
             show_default=False,
         ),
@@ -87,7 +88,8 @@ def rank_command(
         bool, typer.Option("--pairs", help="Add each checkpoint's phi(y, z) matrix (table and JSON).")
     ] = False,
     top: Annotated[
-        int | None, typer.Option("--top", min=1, help="Show only the K best checkpoints (failures still listed).")
+        int | None,
+        typer.Option("--top", metavar="N", min=1, help="Show only the N best checkpoints (failures still listed)."),
     ] = None,
     target_format: TargetFormatOption = None,
     labels: LabelsOption = None,
@@ -105,10 +107,12 @@ def rank_command(
 ) -> None:
     """Rank checkpoints by MELEP on a labelled target, best (lowest) first.
 
-    Forward-pass outputs are stored (--cache): ranking the same target again, with other labels or
-    weightings, runs no forward pass.
+    Each checkpoint runs one forward pass over the target, and its outputs are stored (--cache): ranking
+    the same target again, with other labels or weightings, runs none.
 
-    Example: melep rank -c ckpts/ -t data.h5 --format json
+    Example:
+        melep rank -c ckpts/ -t data.h5
+        melep rank -c ckpts/ -t data.h5 --labels NORM,MI --top 3 -o ranks.json
 
     Exit codes: 0 every checkpoint ranked; 1 at least one checkpoint failed (its error row is in
     the output, the others are ranked); 2 usage or target error; 3 internal error; 130 interrupted.

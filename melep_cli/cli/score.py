@@ -29,22 +29,30 @@ from melep_cli.score import score
 
 @app.command("score")
 def score_command(
-    outputs: Annotated[str, typer.Argument(help="Model outputs, n x Z: .npy, .csv or file.h5:dataset."), READS],
-    labels: Annotated[str, typer.Argument(help="Target labels, n x Y of 0/1: .npy, .csv or file.h5:dataset."), READS],
+    outputs: Annotated[
+        str, typer.Argument(help="Model outputs, n x Z: .npy, .csv or FILE.h5:DATASET.", show_default=False), READS
+    ],
+    labels: Annotated[
+        str,
+        typer.Argument(help="Target labels, n x Y of 0/1: .npy, .csv or FILE.h5:DATASET.", show_default=False),
+        READS,
+    ],
     activation: Annotated[
         ActivationName,
         typer.Option("--activation", "-a", help="How outputs become probabilities.", case_sensitive=False),
     ] = ActivationName.logits,
     weighting: WeightingOption = WeightingName.prevalence,
     label_names: Annotated[
-        str | None, typer.Option("--label-names", help="Comma-separated target label names.")
+        str | None, typer.Option("--label-names", metavar="LIST", help="Comma-separated target label names.")
     ] = None,
     source_names: Annotated[
-        str | None, typer.Option("--source-names", help="Comma-separated source label names.")
+        str | None, typer.Option("--source-names", metavar="LIST", help="Comma-separated source label names.")
     ] = None,
     source_weights: Annotated[
         str | None,
-        typer.Option("--source-weights", help="Comma-separated Z weights replacing the plain mean over z."),
+        typer.Option(
+            "--source-weights", metavar="LIST", help="Comma-separated Z weights replacing the plain mean over z."
+        ),
     ] = None,
     per_label: Annotated[bool, typer.Option("--per-label", help="Show m(y) for every target label.")] = False,
     pairs: Annotated[bool, typer.Option("--pairs", help="Show the phi(y, z) matrix.")] = False,
@@ -53,7 +61,16 @@ def score_command(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """MELEP from outputs you already have: OUTPUTS (n x Z) against LABELS (n x Y). Lower is better."""
+    """Score model outputs you already have against target labels (no checkpoint runs).
+
+    MELEP of OUTPUTS (n x Z: a model's source-label scores on n target records, logits unless --activation
+    says otherwise) against LABELS (n x Y: the same records' 0/1 target labels, in the same order). Lower
+    is better.
+
+    Example:
+        melep score outputs.npy labels.npy
+        melep score run.h5:logits target.h5:labels --per-label --format json
+    """
     configure_logging(quiet=quiet)
     with cli_errors(debug):
         result = score(

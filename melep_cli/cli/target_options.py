@@ -58,6 +58,7 @@ LabelsOption = Annotated[
     str | None,
     typer.Option(
         "--labels",
+        metavar="LIST",
         help=(
             "Comma-separated target labels: names, Challenge abbreviations or SNOMED CT codes, PTB-XL statements "
             "or classes. Default: every label with at least --min-positives positives and one negative."
@@ -69,6 +70,7 @@ LabelsCsvOption = Annotated[
     Path | None,
     typer.Option(
         "--labels-csv",
+        metavar="FILE",
         help="CSV with one row per record id and one 0/1 column per label (e.g. CODE-15%'s exams.csv); joined by id. "
         "HDF5 and WFDB targets only.",
         rich_help_panel=TARGET_PANEL,
@@ -78,6 +80,7 @@ MinPositivesOption = Annotated[
     int,
     typer.Option(
         "--min-positives",
+        metavar="N",
         min=1,
         help="Default label set: labels with at least this many positive records (and one negative).",
         rich_help_panel=TARGET_PANEL,
@@ -110,6 +113,7 @@ FoldsOption = Annotated[
     str | None,
     typer.Option(
         "--folds",
+        metavar="LIST",
         help="PTB-XL strat_fold selection, e.g. '9,10' or '1-8'. PTB-XL targets only.",
         rich_help_panel=TARGET_PANEL,
     ),
@@ -118,6 +122,7 @@ TargetSamplingRateOption = Annotated[
     float | None,
     typer.Option(
         "--sampling-rate",
+        metavar="HZ",
         help="The rate the records are read at. PTB-XL: read the 100 or 500 Hz files (default 100). HDF5: the rate "
         "of a file without the attribute. Not for WFDB (headers give the rate).",
         rich_help_panel=TARGET_PANEL,
