@@ -23,12 +23,6 @@ from melep_cli.cli.app import help_summary, reflow_help
 ROOT = typer.main.get_command(app)
 #: Every command and subcommand, as argv before --help.
 COMMANDS = [[name] for name in ROOT.commands if name != "cache"] + [["cache"], ["cache", "list"], ["cache", "clear"]]
-#: Commands whose docstrings are another engineer's files (melep_cli/cli/inspect.py, annotate.py): they have
-#: no Example yet. Strict, so the mark must go when they get one.
-NO_EXAMPLE_YET = {
-    "inspect": "inspect's docstring (melep_cli/cli/inspect.py, not this change's file) has no Example yet",
-    "annotate": "annotate's docstring (melep_cli/cli/annotate.py, not this change's file) has no Example yet",
-}
 #: What Typer would show of a Python type, and the braces of its usage line.
 PYTHON_TYPES = ("<bool>", "<list", "<str>", "<path>", "<file>", "<dir>", "<int", "<float", "<tuple", "{", "}")
 
@@ -75,16 +69,7 @@ def test_help_shows_no_python_types_and_no_braces(
     assert not re.search(r"<\w+( range)?>", text)
 
 
-def _example_params() -> list[object]:
-    params: list[object] = []
-    for argv in COMMANDS:
-        reason = NO_EXAMPLE_YET.get(argv[0])
-        marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-        params.append(pytest.param(argv, marks=marks, id=_ids(argv)))
-    return params
-
-
-@pytest.mark.parametrize("argv", _example_params())
+@pytest.mark.parametrize("argv", COMMANDS, ids=_ids)
 def test_every_command_help_has_an_example_of_itself(
     argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,8 +109,6 @@ def test_every_example_names_options_that_exist(
 @pytest.mark.parametrize("argv", COMMANDS, ids=_ids)
 def test_the_summary_is_one_short_docstring_line(argv: list[str]) -> None:
     """The first docstring line is the whole first paragraph: what `melep --help` lists for the command."""
-    if argv[0] in NO_EXAMPLE_YET:
-        pytest.skip(NO_EXAMPLE_YET[argv[0]])
     command = _command(argv)
     summary = help_summary(command.help) or ""
     assert command.short_help == summary
@@ -142,8 +125,6 @@ def test_the_root_help_lists_every_command_by_its_summary(
     text = _help(capsys, monkeypatch, [], 200)
     for name, command in ROOT.commands.items():
         summary = command.short_help or ""
-        if name in NO_EXAMPLE_YET:  # another engineer's docstring: its summary may still be long
-            summary = summary[:60]
         assert re.search(rf"│ {name}\s+{re.escape(summary)}", text), name
 
 

@@ -105,7 +105,16 @@ def annotate_command(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Write metadata into CHECKPOINT (ONNX metadata_props / TorchScript melep.json), merged with what is there."""
+    """Write melep metadata (labels, sampling rate, leads, ...) into a checkpoint.
+
+    ONNX files keep it in metadata_props, TorchScript files in melep.json. It is merged with what is
+    there (--replace starts empty), checked against the model (exit 1, nothing written, when the model
+    contradicts it), and CHECKPOINT is replaced unless --output is given.
+
+    Example:
+        melep annotate model.onnx --labels NORM,MI,STTC,CD,HYP --sampling-rate 100
+        melep annotate model.ts --from-json model.json -o annotated.ts
+    """
     configure_logging(quiet=quiet)
     with cli_errors(debug):
         document = _read_json(from_json) if from_json is not None else None

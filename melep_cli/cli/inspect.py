@@ -85,9 +85,16 @@ def inspect_command(
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Show a checkpoint's format, input, outputs (which holds the scores, which the features), metadata
-    (defaults marked) and device, or a target's records, rates, durations, leads, label prevalence and
-    skipped records."""
+    """Show what a checkpoint is, expects and produces, or what a target holds.
+
+    A checkpoint: its format, input, outputs (which holds the scores, which the features), metadata
+    (defaults marked) and device; metadata the model contradicts is exit 1. A target: its records, rates,
+    durations, leads, every label's count and prevalence, and the records that would be skipped.
+
+    Example:
+        melep inspect ckpts/model.onnx
+        melep inspect data.h5 --labels NORM,MI --format json
+    """
     configure_logging(quiet=quiet)
     failed = False
     with cli_errors(debug):
