@@ -6,6 +6,7 @@ machine; absolute times are written beside the ratios for context only.
 
 from __future__ import annotations
 
+import atexit
 import csv
 import json
 import os
@@ -14,6 +15,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +32,13 @@ PTBXL_DIR = SHARED_DATA / "ptbxl"
 # The scripts run as `python benchmarks/<name>.py`: make this checkout's melep_cli the one imported.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+# melep's outputs store defaults to $MELEP_CACHE, else ~/.cache/melep. Every benchmark passes `cache=None`,
+# `--no-cache` or a scratch directory of its own; this process and its children (which inherit the variable)
+# still never read or fill the user's cache: the default is a scratch directory removed at exit.
+_SCRATCH_CACHE = tempfile.mkdtemp(prefix="melep-bench-cache-")
+atexit.register(shutil.rmtree, _SCRATCH_CACHE, ignore_errors=True)
+os.environ["MELEP_CACHE"] = _SCRATCH_CACHE
 
 
 def physical_cores() -> int:

@@ -19,12 +19,14 @@ registered in run_all.py:
   rank over eight checkpoints against eight ranks of one.
 - `rank-memory` (`run_memory`): peak RSS of a fresh process ranking HDF5 targets of 10^3, 10^4 and
   10^5 records (generated: int16, gzip chunks, 500 samples x 12 leads), MB and MB per record.
-- `rank-prepare` (`run_prepare_ahead`): rank with inputs prepared ahead on a thread pool against the
-  revision before (prepared on the main thread), in alternating child processes, where preprocessing
-  weighs (several input specs, 500 Hz records) and where it does not.
-- `rank-load` (`run_load_overlap`): rank with the checkpoints loading on a background thread while the
-  target opens against the revision before (target opened, then checkpoints loaded), the same way: the
-  time until the first forward pass, and in all.
+- `rank-prepare` (`run_prepare_ahead`): rank as it is (one producer thread decodes the batches and prepares
+  each input spec ahead of the forward passes) against the revision before inputs were prepared ahead (a
+  decode thread; inputs prepared on the main thread between forward passes), in alternating child processes,
+  where preprocessing weighs (several input specs, 500 Hz records) and where it does not.
+
+`rank-load` (checkpoints loaded on a background thread while the target opened) is retired: stage 1 loads
+them on the calling thread after the target opens, as its reference revision did (benchmarks/README.md).
+The outputs store is timed by `bench_cache.py` (`rank-cache`).
 
     python benchmarks/bench_rank.py --only end-to-end  # or versus-naive, decode-once, memory, prepare-ahead, ...
     python benchmarks/bench_rank.py --quick            # smoke-sized, all of them
@@ -62,11 +64,12 @@ import melep_cli
 import melep_cli.targets.ptbxl as ptbxl_module
 import melep_cli.targets.wfdb_dir as wfdb_module
 from melep_cli.checkpoints import Checkpoint
-from melep_cli.metric import MelepAccumulator
 from melep_cli.preprocess import InputSpec, prepare
 
-# melep_cli.rank is also the name of the function melep_cli exports: take the module itself.
-rank_module = importlib.import_module("melep_cli.rank")
+# melep_cli.forward is also the name of the function melep_cli exports (and melep_cli.scores.melep the name of the
+# metric): take the modules themselves.
+forward_module = importlib.import_module("melep_cli.forward")
+melep_score_module = importlib.import_module("melep_cli.scores.melep")
 CINC_DIR = _common.SHARED_DATA / "cinc2021"
 END_TO_END_RECORDS = {"resnet101": 256, "bilstm": 1024}
 QUICK_RECORDS = {"resnet101": 16, "bilstm": 64}
@@ -105,13 +108,13 @@ def _finish_results(name: str, payload: dict[str, Any], *, quick: bool, note: st
 def instrumented() -> Iterator[dict[str, dict[str, float]]]:
     """Count calls and seconds of rank's stages while the block runs: {stage: {"calls", "seconds", "items"}}.
 
-    decode: the WFDB/PTB-XL readers' per-record read (in the decode thread, overlapped with the rest);
-    prepare: melep_cli.preprocess.prepare as rank calls it (on its preparing threads, ahead of the
-    forward passes, or inline; seconds summed over threads); forward: Checkpoint.predict (checks
-    included); metric: MelepAccumulator.update and compute. Wrapping costs about a microsecond a call.
+    decode: the WFDB/PTB-XL readers' per-record read (on the producer thread, overlapped with the forward
+    passes); prepare: melep_cli.preprocess.prepare as stage 1 calls it (on the producer thread, ahead of the
+    forward passes, or inline; seconds summed over threads); forward: Checkpoint.predict_outputs (checks
+    included); metric: stage 2's melep() on the stored outputs. Wrapping costs about a microsecond a call.
     """
     stats = {stage: {"calls": 0, "seconds": 0.0, "items": 0} for stage in ("decode", "prepare", "forward", "metric")}
-    lock = threading.Lock()  # stages run on several threads (decode, prepare)
+    lock = threading.Lock()  # stages run on two threads (decode and prepare on the producer)
 
     def timed(stage: str, function: Callable[..., Any], count: Callable[[Any], int] | None = None) -> Callable:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -131,10 +134,9 @@ def instrumented() -> Iterator[dict[str, dict[str, float]]]:
     patches = [
         (wfdb_module, "read_wfdb_signal", timed("decode", wfdb_module.read_wfdb_signal)),
         (ptbxl_module, "read_wfdb_signal", timed("decode", ptbxl_module.read_wfdb_signal)),
-        (rank_module, "prepare", timed("prepare", rank_module.prepare, lambda args: len(args[0]))),
-        (Checkpoint, "predict", timed("forward", Checkpoint.predict, lambda args: len(args[1]))),
-        (MelepAccumulator, "update", timed("metric", MelepAccumulator.update)),
-        (MelepAccumulator, "compute", timed("metric", MelepAccumulator.compute)),
+        (forward_module, "prepare", timed("prepare", forward_module.prepare, lambda args: len(args[0]))),
+        (Checkpoint, "predict_outputs", timed("forward", Checkpoint.predict_outputs, lambda args: len(args[1]))),
+        (melep_score_module, "melep", timed("metric", melep_score_module.melep)),
     ]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     try:
@@ -147,7 +149,12 @@ def instrumented() -> Iterator[dict[str, dict[str, float]]]:
 
 
 def timed_rank(checkpoints: list[Path], target: Path, **options: Any) -> tuple[float, melep_cli.RankReport, dict]:
-    """Seconds of one `melep_cli.rank` call (loading included), its report and its stage profile."""
+    """Seconds of one `melep_cli.rank` call (loading included), its report and its stage profile.
+
+    Without the outputs store (`cache=None`) unless `options` name one: a rank timed again in the same process
+    must run its forward passes, not read the outputs the one before stored.
+    """
+    options.setdefault("cache", None)
     with instrumented() as stats:
         start = time.perf_counter()
         report = melep_cli.rank(checkpoints, target, **options)
@@ -155,6 +162,10 @@ def timed_rank(checkpoints: list[Path], target: Path, **options: Any) -> tuple[f
     failed = [f"{outcome.name}: {outcome.error}" for outcome in report.failed]
     if failed:
         raise RuntimeError("rank failed for " + "; ".join(failed))
+    if options["cache"] is None and report.forward_passes != len(report.outcomes):
+        raise RuntimeError(
+            f"rank without a cache ran {report.forward_passes} forward passes for {len(report.outcomes)}"
+        )
     return seconds, report, stats
 
 
@@ -713,6 +724,7 @@ BUSY_LOAD = (
 def _cli_ranks(checkpoint: Path, target: Path, copies: int, threads: int | None) -> None:
     """`copies` runs of the `melep rank` CLI at once, each in its own process; returns when all have ended."""
     command = [sys.executable, "-m", "melep_cli", "rank", "-c", str(checkpoint), "-t", str(target), "-d", "cpu", "-q"]
+    command.append("--no-cache")  # every run its forward pass, none a read of the outputs the one before stored
     if threads is not None:
         command += ["--threads", str(threads)]
     environment = {**os.environ, "PYTHONPATH": str(_common.REPO_ROOT)}
@@ -965,21 +977,29 @@ def run_decode_once(*, quick: bool = False, repeats: int | None = None) -> dict[
 
 
 # ----- preparing inputs ahead: this checkout against the revision before ---------------------------------------
-#: The revision before model inputs were prepared ahead on a thread pool (what `rank-prepare` compares with).
+#: The revision before model inputs were prepared ahead (what `rank-prepare` compares with): a decode thread, the
+#: inputs prepared on the main thread between forward passes. Since then they were prepared on a thread pool, and
+#: now (the two stages) on the one producer thread that also decodes.
 PREPARE_REFERENCE = "8174fcd"
 
+# Both revisions through the public melep_cli.rank. A revision with the outputs store (`cache=`) ranks without it:
+# every timed pass runs its forward passes. The first forward pass is the first call of Checkpoint.predict_outputs
+# where it exists (rank calls it since the two stages), else of Checkpoint.predict (what rank called before).
 _RANK_CHILD = """
-import json, logging, sys, time
+import inspect, json, logging, sys, time
 import melep_cli
 import melep_cli.checkpoints.checkpoint as checkpoint_module
 logging.getLogger("melep").setLevel(logging.ERROR)
 checkpoints, target, options, passes = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
-first_forward, predict = [], checkpoint_module.Checkpoint.predict
+if "cache" in inspect.signature(melep_cli.rank).parameters:
+    options["cache"] = None
+method = "predict_outputs" if hasattr(checkpoint_module.Checkpoint, "predict_outputs") else "predict"
+first_forward, predict = [], getattr(checkpoint_module.Checkpoint, method)
 def timed_predict(self, *args, **kwargs):
     if not first_forward:
         first_forward.append(time.perf_counter())
     return predict(self, *args, **kwargs)
-checkpoint_module.Checkpoint.predict = timed_predict
+setattr(checkpoint_module.Checkpoint, method, timed_predict)
 melep_cli.rank(checkpoints, target, **options)  # warm-up: imports, file cache
 seconds, until_first_forward = [], []
 for _ in range(passes):
@@ -1069,8 +1089,9 @@ def _revision_benchmark(
 
 
 def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, rounds: int | None = None) -> dict:
-    """rank with inputs prepared ahead on a thread pool against `against` (prepared between forward passes on the
-    main thread), alternating child processes, in the same run: where preprocessing weighs, and where it does not."""
+    """rank with inputs prepared ahead on the producer thread (which decodes them too) against `against` (decoded on
+    a thread, prepared between forward passes on the main thread), alternating child processes, in the same run:
+    where preprocessing weighs, and where it does not."""
 
     def plans(directory: Path) -> Plans:
         small = export_small_checkpoints(directory, DECODE_ONCE_SPECS[:4] if quick else DECODE_ONCE_SPECS)
@@ -1088,41 +1109,11 @@ def run_prepare_ahead(*, quick: bool = False, against: str = PREPARE_REFERENCE, 
         }
 
     what = (
-        "melep_cli.rank in-process (one warm-up, then timed passes) in child processes alternating this "
-        "checkout and melep_cli at the reference revision, where inputs were prepared on the main thread"
+        "melep_cli.rank in-process (one warm-up, then timed passes; cache=None where the revision has the outputs "
+        "store) in child processes alternating this checkout (one producer thread decodes and prepares ahead) and "
+        "melep_cli at the reference revision, where inputs were prepared on the main thread"
     )
     return _revision_benchmark("rank-prepare", what, against, plans, quick=quick, rounds=rounds)
-
-
-#: The revision before checkpoints loaded on a background thread (while the target opens), for rank-load.
-LOAD_REFERENCE = "a1e0a3a"
-
-
-def run_load_overlap(*, quick: bool = False, against: str = LOAD_REFERENCE, rounds: int | None = None) -> dict:
-    """rank with checkpoints loading while the target opens against `against` (the target opened, then the
-    checkpoints loaded), alternating child processes: the time until the first forward pass, and in all."""
-
-    def plans(directory: Path) -> Plans:
-        small = export_small_checkpoints(directory, DECODE_ONCE_SPECS[:4] if quick else DECODE_ONCE_SPECS)
-        bilstm = export_paper_models(("bilstm",), directory, quick)["bilstm"]
-        count = QUICK_RECORDS["bilstm"] if quick else END_TO_END_RECORDS["bilstm"]
-        subset = _common.ptbxl_subset(count, directory / "ptbxl")
-        cpu = {"device": "cpu"}
-        chosen: Plans = {}
-        if not quick:
-            whole = _common.ptbxl_subset(LARGE_TARGETS["bilstm"], directory / "ptbxl-all")
-            chosen[f"Bi-LSTM (ONNX), all {LARGE_TARGETS['bilstm']:,} PTB-XL records"] = ([bilstm["onnx"]], whole, cpu)
-        chosen[f"Bi-LSTM (ONNX), {count:,} PTB-XL records"] = ([bilstm["onnx"]], subset, cpu)
-        chosen[f"Bi-LSTM (TorchScript), {count:,} PTB-XL records"] = ([bilstm["ts"]], subset, cpu)
-        chosen[f"{len(small)} small CNNs (half ONNX), CinC 2021"] = (small, CINC_DIR, cpu)
-        return chosen
-
-    what = (
-        "melep_cli.rank in-process (one warm-up, then timed passes) in child processes alternating this "
-        "checkout and melep_cli at the reference revision, where the checkpoints loaded after the target opened; "
-        "first_forward_*: seconds from the call until the first forward pass starts"
-    )
-    return _revision_benchmark("rank-load", what, against, plans, quick=quick, rounds=rounds)
 
 
 # ----- step 6: peak memory against the number of records ------------------------------------------------------
@@ -1163,7 +1154,7 @@ def _memory_child(target: str, checkpoint: str, batch_size: int) -> None:
     baseline = _proc_status_kib("VmRSS")
     reset = _reset_peak_rss()
     start = time.perf_counter()
-    report = melep_cli.rank([checkpoint], target, device="cpu", batch_size=batch_size)
+    report = melep_cli.rank([checkpoint], target, device="cpu", batch_size=batch_size, cache=None)
     seconds = time.perf_counter() - start
     print(
         json.dumps(
@@ -1307,7 +1298,6 @@ BENCHMARKS = {
     "torchscript-warmup": lambda quick: run_torchscript_warmup(quick=quick),
     "busy": lambda quick: run_busy(quick=quick),
     "prepare-ahead": lambda quick: run_prepare_ahead(quick=quick),
-    "load-overlap": lambda quick: run_load_overlap(quick=quick),
 }
 
 

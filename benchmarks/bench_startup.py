@@ -5,7 +5,8 @@ scipy.signal, wfdb (which brings pandas) and scipy.special are imported only whe
 `.mat` records, resampling, WFDB records other than plain format 16, and the metric's sigmoid. The
 baseline is the same command in a process that imports those four first, as melep did at module level
 before; both run round-robin in the same rounds, in fresh processes. Commands: `melep --help`, and
-the README's quick start on the sample data (five checkpoints, the 100 Hz HDF5 target, JSON to stdout).
+the README's quick start on the sample data (five checkpoints, the 100 Hz HDF5 target, JSON to stdout),
+with `--no-cache`: every round runs the five forward passes (`rank-cache` times the outputs store).
 
     python benchmarks/bench_startup.py            # 7 rounds
     python benchmarks/bench_startup.py --quick    # 2 rounds
@@ -38,6 +39,7 @@ COMMANDS: dict[str, list[str]] = {
         str(SAMPLE / "ptbxl_target.h5"),
         "--format",
         "json",
+        "--no-cache",
     ],
 }
 

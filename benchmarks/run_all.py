@@ -23,6 +23,7 @@ from typing import Any
 
 import _common
 import bench_backends
+import bench_cache
 import bench_decode
 import bench_metric
 import bench_rank
@@ -79,26 +80,22 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "torchscript-warmup": lambda quick: bench_rank.run_torchscript_warmup(quick=quick),
     "rank-busy": lambda quick: bench_rank.run_busy(quick=quick),
     "rank-prepare": _against_reference(bench_rank.run_prepare_ahead, bench_rank.PREPARE_REFERENCE),
-    "rank-load": _against_reference(bench_rank.run_load_overlap, bench_rank.LOAD_REFERENCE),
+    "rank-cache": lambda quick: bench_cache.run(quick=quick),
     "decode": lambda quick: bench_decode.run(quick=quick, against=_decode_reference()),
     "startup": lambda quick: bench_startup.run(quick=quick),
 }
 
 
-def _revision_rows(scenarios: dict[str, dict[str, Any]], *, first_forward: bool = False) -> list[str]:
+def _revision_rows(scenarios: dict[str, dict[str, Any]]) -> list[str]:
     """A markdown table of before/after scenarios (bench_rank._alternate_revisions)."""
-    extra = " first forward, before | after |" if first_forward else ""
     rows = [
-        f"| scenario | records | before | after | speed-up |{extra} scores differ by |",
-        "| --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if first_forward else "") + " ---: |",
+        "| scenario | records | before | after | speed-up | scores differ by |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, row in scenarios.items():
-        timing = (
-            f" {row['first_forward_before_s']:.2f} s | {row['first_forward_after_s']:.2f} s |" if first_forward else ""
-        )
         rows.append(
             f"| {label} | {row['records']} | {row['before']['median_s']:.2f} s | {row['after']['median_s']:.2f} s "
-            f"| {row['speedup']:.2f}x |{timing} {row['max_abs_score_difference']:.0e} |"
+            f"| {row['speedup']:.2f}x | {row['max_abs_score_difference']:.0e} |"
         )
     return rows
 
@@ -306,22 +303,13 @@ def rank_tables() -> list[str]:
     if document and "scenarios" in document:
         lines += [
             "",
-            "Model inputs prepared ahead on a thread pool against the revision before "
-            f"({document['reference_revision']}: prepared on the main thread between forward passes); in-process "
-            "ranks in child processes alternating the two, same run; medians:",
+            "Model inputs prepared ahead (by the producer thread that decodes them) against the revision before "
+            f"({document['reference_revision']}: decoded on a thread, prepared on the main thread between forward "
+            "passes); in-process ranks without a cache in child processes alternating the two, same run; medians:",
             "",
             *_revision_rows(document["scenarios"]),
         ]
-    document = _load("rank-load")
-    if document and "scenarios" in document:
-        lines += [
-            "",
-            "Checkpoints loaded on a background thread (ONNX ones while the target opens) against the revision "
-            f"before ({document['reference_revision']}: the target opened, then the checkpoints loaded); the same "
-            "way; first forward: seconds from the call until the first forward pass starts:",
-            "",
-            *_revision_rows(document["scenarios"], first_forward=True),
-        ]
+    lines += cache_table()
     document = _load("rank-memory")
     if document:
         lines += [
@@ -394,6 +382,53 @@ def rank_tables() -> list[str]:
                 f"| {command} | {rows['lazy imports']['median_s']:.2f} s | {rows['eager baseline']['median_s']:.2f} s "
                 f"| {result['speedup']:.2f}x | {result['seconds_saved']:.2f} s |"
             )
+    return lines
+
+
+def cache_table() -> list[str]:
+    """rank-cache: the first rank into an empty outputs store against a re-rank on the filled one."""
+    document = _load("rank-cache")
+    if not document:
+        return []
+    machine, sample = document["machine"], document["sample_data"]
+    first, rerank, no_cache = bench_cache.FIRST, bench_cache.RERANK, bench_cache.NO_CACHE
+    lines = [
+        "",
+        f"The outputs store (`rank-cache`): the first rank into an empty cache against a re-rank with other labels "
+        f"and weighting on the filled one (no forward pass; sample_data `{' '.join(sample['rerank_options'])}`, "
+        f"PTB-XL `{' '.join(document.get('paper_models', {}).get('rerank_options', []))}`), and the re-rank's "
+        f"options with no cache (the reference scores); {machine['cpu']}, {machine['physical_cores']} cores, "
+        f"load average {machine['load_average_at_start'][0]:.1f} at start; round-robin, medians. Goal: re-rank / "
+        f"first run under {bench_cache.GOAL} on sample_data:",
+        "",
+        "| target | checkpoints | how | first run | re-rank | no cache | re-rank / first run | (best of rounds) "
+        "| scores equal |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+
+    def row(target: str, checkpoints: str, how: str, result: dict[str, Any]) -> str:
+        rows = result["configurations"]
+        equal = (
+            "yes" if result["rerank_scores_equal_no_cache"] else f"{result['max_abs_score_difference_vs_no_cache']:.0e}"
+        )
+        return (
+            f"| {target} | {checkpoints} | {how} | {rows[first]['median_s']:.3f} s | {rows[rerank]['median_s']:.3f} s "
+            f"| {rows[no_cache]['median_s']:.3f} s | **{result['rerank_over_first']:.3f}** "
+            f"| {result['rerank_over_first_best_rounds']:.3f} | {equal} |"
+        )
+
+    samples = f"sample_data ({sample['cli']['records']} records)"
+    lines.append(row(samples, f"{sample['cli']['checkpoints']} (README)", "CLI (fresh processes)", sample["cli"]))
+    lines.append(row(samples, f"{sample['in_process']['checkpoints']} (README)", "in-process", sample["in_process"]))
+    paper = document.get("paper_models", {})
+    for name, result in paper.get("models", {}).items():
+        lines.append(row(f"PTB-XL ({result['records']} records)", f"{name} (ONNX)", "in-process", result))
+    help_s = sample["cli"]["configurations"].get(bench_cache.HELP, {}).get("median_s")
+    if help_s is not None:
+        lines.append(
+            f"\n`melep --help` alone (a fresh process: the start-up every CLI re-rank pays) takes {help_s:.3f} s, "
+            f"{help_s / sample['cli']['configurations'][rerank]['median_s']:.0%} of the CLI re-rank."
+        )
     return lines
 
 
