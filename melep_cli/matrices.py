@@ -15,7 +15,8 @@ import numpy as np
 
 from melep_cli.errors import InputError
 
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+#: File suffixes read as HDF5 (by `melep score` here, and by `melep_cli.targets.opener` for targets).
+HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5", ".hdf", ".he5")
 _NAME_ATTRIBUTES = ("label_names", "names", "source_labels", "columns")
 
 

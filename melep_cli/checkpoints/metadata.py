@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from melep_cli.errors import CheckpointError, MelepError
+from melep_cli.metric import ACTIVATIONS
 from melep_cli.preprocess import DTYPES, LAYOUTS, NORMALIZATIONS, STANDARD_LEADS, lead_key
 
 logger = logging.getLogger("melep")
 
 METADATA_KEY = "melep"  # ONNX metadata_props key
 EXTRA_FILE = "melep.json"  # TorchScript extra file
-OUTPUTS = ("logits", "probabilities", "softmax")
+#: Values of the metadata key 'output': the metric's activations.
+OUTPUTS = ACTIVATIONS
 KNOWN_KEYS = (
     "labels",
     "sampling_rate",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +20,7 @@ from melep_cli.cli.app import (
     OutputFormat,
     QuietOption,
     app,
+    choice_enum,
     cli_errors,
     configure_logging,
     emit,
@@ -28,22 +28,12 @@ from melep_cli.cli.app import (
     split_names,
 )
 from melep_cli.errors import UsageError
+from melep_cli.preprocess import DTYPES, LAYOUTS, NORMALIZATIONS
 
-
-class LayoutName(str, enum.Enum):
-    NCT = "NCT"
-    NTC = "NTC"
-
-
-class NormalizationName(str, enum.Enum):
-    none = "none"
-    zscore = "zscore"
-    minmax = "minmax"
-
-
-class DtypeName(str, enum.Enum):
-    float32 = "float32"
-    float64 = "float64"
+#: Choices of --layout, --normalization and --dtype (`melep_cli.preprocess.LAYOUTS`, `NORMALIZATIONS`, `DTYPES`).
+LayoutName = choice_enum("LayoutName", LAYOUTS, "Choices of --layout.")
+NormalizationName = choice_enum("NormalizationName", NORMALIZATIONS, "Choices of --normalization.")
+DtypeName = choice_enum("DtypeName", DTYPES, "Choices of --dtype.")
 
 
 @app.command("annotate")

@@ -32,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from melep_cli.errors import MelepError, UsageError
+from melep_cli.metric import ACTIVATIONS, WEIGHTINGS
 
 EXIT_OK = 0
 EXIT_CHECKPOINT_FAILED = 1
@@ -142,20 +143,17 @@ def split_names(value: str | None) -> list[str] | None:
     return [name for name in names if name]
 
 
-class ActivationName(str, enum.Enum):
-    """How checkpoint outputs become probabilities."""
+def choice_enum(name: str, values: Iterable[str], doc: str) -> Any:
+    """A str Enum whose members are `values` (member name = value): a CLI choice built from a library tuple."""
+    choices = enum.Enum(name, {value: value for value in values}, type=str, module=__name__, qualname=name)
+    choices.__doc__ = doc
+    return choices
 
-    logits = "logits"
-    probabilities = "probabilities"
-    softmax = "softmax"
 
-
-class WeightingName(str, enum.Enum):
-    """Mean over target labels."""
-
-    prevalence = "prevalence"
-    paper = "paper"
-    uniform = "uniform"
+#: How checkpoint outputs become probabilities (`melep_cli.metric.ACTIVATIONS`).
+ActivationName = choice_enum("ActivationName", ACTIVATIONS, "How checkpoint outputs become probabilities.")
+#: Mean over target labels (`melep_cli.metric.WEIGHTINGS`).
+WeightingName = choice_enum("WeightingName", WEIGHTINGS, "Mean over target labels.")
 
 
 WeightingOption = Annotated[

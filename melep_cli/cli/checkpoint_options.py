@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 
 from melep_cli.checkpoints.checkpoint import DEFAULT_BATCH_SIZE, DEFAULT_CUDA_BATCH_SIZE
 from melep_cli.checkpoints.devices import DEVICE_HELP, PRECISIONS
+from melep_cli.cli.app import choice_enum
 
 DeviceOption = Annotated[str, typer.Option("--device", "-d", help=f"Where models run: {DEVICE_HELP}.")]
 StrictDeviceOption = Annotated[
@@ -51,15 +51,8 @@ ThreadsOption = Annotated[
 ]
 
 
-class PrecisionName(str, Enum):
-    """Choices of --precision (`melep_cli.checkpoints.devices.PRECISIONS`)."""
-
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-assert tuple(choice.value for choice in PrecisionName) == PRECISIONS
+#: Choices of --precision (`melep_cli.checkpoints.devices.PRECISIONS`).
+PrecisionName = choice_enum("PrecisionName", PRECISIONS, "Choices of --precision.")
 PrecisionOption = Annotated[
     PrecisionName,
     typer.Option(

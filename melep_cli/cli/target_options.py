@@ -8,34 +8,22 @@ only options really given for another format are usage errors.
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from melep_cli.cli.app import split_names
+from melep_cli.cli.app import choice_enum, split_names
+from melep_cli.targets.opener import TARGET_FORMATS
+from melep_cli.targets.ptbxl import LABEL_LEVELS
 
 TARGET_PANEL = "Target"
 
 
-class TargetFormat(str, enum.Enum):
-    """How to read the target (default: detected from the path)."""
-
-    hdf5 = "hdf5"
-    wfdb = "wfdb"
-    ptbxl = "ptbxl"
-
-
-class PtbxlLabels(str, enum.Enum):
-    """Which PTB-XL statements become target labels."""
-
-    superclass = "superclass"
-    subclass = "subclass"
-    diagnostic = "diagnostic"
-    form = "form"
-    rhythm = "rhythm"
-    all = "all"
+#: Choices of --target-format (`melep_cli.targets.opener.TARGET_FORMATS`).
+TargetFormat = choice_enum("TargetFormat", TARGET_FORMATS, "How to read the target (default: detected from the path).")
+#: Choices of --ptbxl-labels (`melep_cli.targets.ptbxl.LABEL_LEVELS`).
+PtbxlLabels = choice_enum("PtbxlLabels", LABEL_LEVELS, "Which PTB-XL statements become target labels.")
 
 
 TargetArgument = Annotated[

@@ -20,11 +20,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from melep_cli.errors import TargetError, UsageError
+from melep_cli.preprocess import STANDARD_LEADS as STANDARD_LEADS  # re-exported: leads of a file naming none
 
 log = logging.getLogger("melep")
-
-#: Lead order assumed when a file does not name its leads (FORMATS.md).
-STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 #: How many record ids a skip warning names before it says "and N more".
 NAMED_SKIPS = 5

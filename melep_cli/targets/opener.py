@@ -8,13 +8,13 @@ from pathlib import Path
 import h5py
 
 from melep_cli.errors import TargetError, UsageError
+from melep_cli.matrices import HDF5_SUFFIXES
 from melep_cli.targets.base import Target, parse_folds
 from melep_cli.targets.hdf5 import Hdf5Target
 from melep_cli.targets.ptbxl import DATABASE_CSV, LABEL_LEVELS, PtbxlTarget
 from melep_cli.targets.wfdb_dir import WfdbTarget
 
 TARGET_FORMATS = ("hdf5", "wfdb", "ptbxl")
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 
 #: The formats each format-specific option applies to (every other option applies to all of them).
 APPLIES_TO: dict[str, tuple[str, ...]] = {
