@@ -544,3 +544,106 @@ def forward_table(report: ForwardReport) -> Table:
     where = f"stored in {report.cache}" if report.cache is not None else "not stored (no cache)"
     caption = f"{report.forward_passes} forward pass(es) run; outputs {where}"
     return set_annotations(table, f"Forward passes on {report.target.path}", caption)
+
+
+# melep inspect TARGET --------------------------------------------------------------------------
+
+#: How many skipped records the target inspection lists.
+LISTED_SKIPS = 20
+
+
+def target_summary_table(info: dict[str, Any]) -> Table:
+    """What an `inspect_target` dict says of the target: format, records, rates, durations, leads, labels."""
+    table = Table(title=literal(f"Target {info['path']}"), show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+
+    def row(what: str, value: object) -> None:
+        table.add_row(literal(what), literal(value))
+
+    row("format", info["format"])
+    row("records", f"{info['records']:,}")
+    if info.get("decoded"):
+        row("records read", f"{info.get('records_read', 0):,}")
+    row("skipped", f"{len(info.get('skipped', [])):,}")
+    if info.get("sampling_rates"):
+        row("sampling rates", ", ".join(f"{rate} Hz ({count:,})" for rate, count in info["sampling_rates"].items()))
+    elif info.get("header_sampling_rates"):
+        row("sampling rates", ", ".join(f"{rate:g} Hz" for rate in info["header_sampling_rates"]))
+    elif info.get("sampling_rate"):
+        row("sampling rate", f"{info['sampling_rate']:g} Hz")
+    if info.get("seconds"):
+        seconds = info["seconds"]
+        common = ", ".join(f"{value} s ({count:,})" for value, count in seconds["common"].items())
+        row(
+            "duration",
+            f"min {seconds['min']:g} s, median {seconds['median']:g} s, max {seconds['max']:g} s; most common {common}",
+        )
+    if info.get("leads"):
+        leads = info["leads"]
+        if isinstance(leads[0], dict):
+            row("leads", "; ".join(f"{' '.join(entry['leads'])} ({entry['records']:,})" for entry in leads))
+        else:
+            row("leads", " ".join(leads))
+    for key, title in (
+        ("label_source", "labels from"),
+        ("label_level", "PTB-XL labels"),
+        ("label_selection", "selection"),
+    ):
+        if info.get(key):
+            row(title, info[key])
+    if info.get("folds") is not None:
+        row("folds", ", ".join(str(fold) for fold in info["folds"]))
+    return table
+
+
+def target_labels_table(info: dict[str, Any]) -> Table:
+    """Every label of an `inspect_target` dict: positives, prevalence, code, description, whether selected."""
+    entries = info.get("all_labels", info["labels"])
+    left_out = [entry for entry in entries if not entry.get("selected", True)]
+    title = f"Labels ({len(entries)}" + (f"; {len(entries) - len(left_out)} selected)" if left_out else ")")
+    table = Table(title=literal(title), title_justify="left")
+    table.add_column("label", style="bold")
+    table.add_column("positives", justify="right")
+    table.add_column("prevalence", justify="right")
+    with_code = any("snomed_code" in entry for entry in entries)
+    with_description = any(entry.get("description") for entry in entries)
+    if with_code:
+        table.add_column("SNOMED CT")
+    if with_description:
+        table.add_column("description")
+    if left_out:
+        table.add_column("selected")
+    for entry in entries:
+        row = [entry["name"], f"{entry['positives']:,}", f"{entry['prevalence']:.3f}"]
+        if with_code:
+            row.append(entry.get("snomed_code", ""))
+        if with_description:
+            row.append(entry.get("description", ""))
+        if left_out:
+            row.append("yes" if entry.get("selected", True) else f"no: {entry.get('note', '')}")
+        table.add_row(*(literal(value) for value in row), style=None if entry.get("selected", True) else "dim")
+    return table
+
+
+def target_skips_table(info: dict[str, Any]) -> Table | None:
+    """The first LISTED_SKIPS records an `inspect_target` dict says are skipped, with why; None when none is."""
+    skipped = info.get("skipped", [])
+    if not skipped:
+        return None
+    title = f"Skipped records ({len(skipped):,}" + (f", first {LISTED_SKIPS})" if len(skipped) > LISTED_SKIPS else ")")
+    table = Table(title=literal(title), title_justify="left")
+    table.add_column("record")
+    table.add_column("reason")
+    for entry in skipped[:LISTED_SKIPS]:
+        table.add_row(literal(entry["id"]), literal(entry["reason"]))
+    return table
+
+
+def target_inspection_tables(info: dict[str, Any]) -> list[Table]:
+    """The tables of `melep inspect TARGET` for an `inspect_target` dict: summary, labels, skipped records."""
+    tables = [target_summary_table(info), target_labels_table(info)]
+    skips = target_skips_table(info)
+    if skips is not None:
+        tables.append(skips)
+    return tables

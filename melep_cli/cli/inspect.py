@@ -39,7 +39,7 @@ from melep_cli.cli.target_options import (
     target_kwargs,
 )
 from melep_cli.errors import CheckpointError, TargetError, UsageError
-from melep_cli.targets import detect_format, inspect_target, target_inspection_tables
+from melep_cli.targets import detect_format, inspect_target
 
 
 def inspect_path(
@@ -132,7 +132,7 @@ def inspect_command(
         tables: list[Any] = []
         for document in documents:
             if document["kind"] == "target":
-                tables.extend(_literal(table) for table in target_inspection_tables(document))
+                tables.extend(report.target_inspection_tables(document))
             elif "error" not in document:
                 tables.append(_table(document))
         emit(text, tables, output)
@@ -153,19 +153,6 @@ def _output_text(described: dict[str, Any]) -> str:
     shape = "unknown" if described["shape"] is None else f"[{', '.join(map(str, described['shape']))}]"
     role = f"  ({described['role']})" if described["role"] else ""
     return f"{described['name']}  shape {shape}  dtype {described['dtype'] or 'unknown'}{role}"
-
-
-def _literal(table: Table) -> Table:
-    """`table` with its title and every plain-string cell as rich Text, so none is read as Rich markup.
-
-    The target tables are built with strings from the files (paths, label names, skip reasons): a name like
-    `[bold]AF` or `NSR[/]` must print as it is, not vanish or raise a MarkupError.
-    """
-    if isinstance(table.title, str):
-        table.title = Text(table.title)
-    for column in table.columns:
-        column._cells[:] = [Text(cell) if isinstance(cell, str) else cell for cell in column._cells]
-    return table
 
 
 def _table(document: dict[str, Any]) -> Table:
