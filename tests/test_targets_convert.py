@@ -13,7 +13,8 @@ import pytest
 from melep_cli.cli import run
 from melep_cli.cli.target_options import PtbxlLabels, TargetFormat, target_kwargs
 from melep_cli.errors import TargetError, UsageError
-from melep_cli.targets import convert, inspect_target, open_target, target_inspection_tables
+from melep_cli.report import target_inspection_tables
+from melep_cli.targets import convert, inspect_target, open_target
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CINC = DATA / "cinc2021"

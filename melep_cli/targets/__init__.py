@@ -11,7 +11,7 @@ from __future__ import annotations
 from melep_cli.targets.base import Batch, Target, parse_folds
 from melep_cli.targets.convert import ConvertResult, convert
 from melep_cli.targets.hdf5 import Hdf5Target
-from melep_cli.targets.inspection import inspect_target, target_inspection_tables
+from melep_cli.targets.inspection import inspect_target
 from melep_cli.targets.opener import TARGET_FORMATS, detect_format, open_target
 from melep_cli.targets.ptbxl import LABEL_LEVELS, PtbxlTarget
 from melep_cli.targets.wfdb_dir import WfdbTarget
@@ -30,5 +30,4 @@ __all__ = [
     "inspect_target",
     "open_target",
     "parse_folds",
-    "target_inspection_tables",
 ]

@@ -100,13 +100,3 @@ def _mark_selection(entries: list[dict[str, Any]], records: int, min_positives: 
         note = None if min_positives is None else label_shortfall(entry["positives"], records, min_positives)
         marked.append({**entry, "selected": note is None, **({"note": note} if note else {})})
     return marked
-
-
-def target_inspection_tables(info: dict[str, Any]) -> list[Any]:
-    """The tables of `melep_cli.report.target_inspection_tables`; kept so `melep_cli.targets` still exports it.
-
-    The rendering lives in report.py (imported here only when called): this module returns data.
-    """
-    from melep_cli import report
-
-    return report.target_inspection_tables(info)
