@@ -66,9 +66,8 @@ import melep_cli.targets.wfdb_dir as wfdb_module
 from melep_cli.checkpoints import Checkpoint
 from melep_cli.preprocess import InputSpec, prepare
 
-# melep_cli.forward is also the name of the function melep_cli exports (and melep_cli.scores.melep the name of the
-# metric): take the modules themselves.
-forward_module = importlib.import_module("melep_cli.forward")
+# melep_cli.scores.melep shares its name with the metric function melep_cli exports: take the module itself.
+forward_module = importlib.import_module("melep_cli.forward_pass")
 melep_score_module = importlib.import_module("melep_cli.scores.melep")
 CINC_DIR = _common.SHARED_DATA / "cinc2021"
 END_TO_END_RECORDS = {"resnet101": 256, "bilstm": 1024}

@@ -59,7 +59,7 @@ def _against_reference(benchmark: Callable[..., dict[str, Any]], reference: str)
     """`benchmark(quick=..., against=reference)`; skipped where this checkout lacks the reference revision."""
 
     def run(quick: bool) -> dict[str, Any]:
-        if not _has_revision(reference, "melep_cli/rank.py"):
+        if not _has_revision(reference, "melep_cli/ranking.py"):
             print(f"git revision {reference} is not in this checkout: skipping")
             return {"skipped": f"git revision {reference} (the reference) is not in this checkout"}
         return benchmark(quick=quick, against=reference)

@@ -23,12 +23,12 @@ from melep_cli.checkpoints import (
     load_checkpoint,
 )
 from melep_cli.errors import CheckpointError, InputError, MelepError, TargetError, UsageError
-from melep_cli.forward import DEFAULT_CACHE, ForwardReport, ForwardResult, forward
+from melep_cli.forward_pass import DEFAULT_CACHE, ForwardReport, ForwardResult, forward
 from melep_cli.metric import MelepAccumulator, MelepResult, activate, binary_entropy, melep
 from melep_cli.preprocess import InputSpec, prepare
-from melep_cli.rank import RankReport, rank
-from melep_cli.score import score
+from melep_cli.ranking import RankReport, rank
 from melep_cli.scores import SCORES, MelepScore, ModelOutputs, ScoreValue
+from melep_cli.scoring import score
 from melep_cli.store import OutputsStore, default_cache_dir
 from melep_cli.targets import Batch, Target, convert, inspect_target, open_target
 

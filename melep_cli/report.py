@@ -18,8 +18,8 @@ from rich.text import Text
 from melep_cli.metric import MelepResult
 
 if TYPE_CHECKING:
-    from melep_cli.forward import ForwardReport
-    from melep_cli.rank import CheckpointOutcome, RankReport
+    from melep_cli.forward_pass import ForwardReport
+    from melep_cli.ranking import CheckpointOutcome, RankReport
 
 
 def finite_or_none(value: float) -> float | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -15,12 +14,11 @@ import h5py
 import numpy as np
 import pytest
 
+import melep_cli.forward_pass as forward_module
 from melep_cli import forward, load_checkpoint, open_target, prepare, rank
 from melep_cli.cli import run
 from melep_cli.preprocess import STANDARD_LEADS, InputSpec
 from melep_cli.store import OutputsStore
-
-forward_module = importlib.import_module("melep_cli.forward")  # melep_cli.forward is also the function
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"

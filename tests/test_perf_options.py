@@ -15,7 +15,7 @@ from melep_cli.checkpoints import load_checkpoint
 from melep_cli.checkpoints.checkpoint import DEFAULT_BATCH_SIZE, DEFAULT_CUDA_BATCH_SIZE, default_batch_size
 from melep_cli.cli import run
 from melep_cli.errors import UsageError
-from melep_cli.rank import rank
+from melep_cli.ranking import rank
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 TARGET = SAMPLE / "ptbxl_target.h5"
@@ -121,7 +121,7 @@ def test_onnx_threads_stop_spinning_when_models_share_the_cores(monkeypatch: pyt
 
     import importlib
 
-    forward_module = importlib.import_module("melep_cli.forward")
+    forward_module = importlib.import_module("melep_cli.forward_pass")
     seen: list[bool] = []
     original = forward_module.load_checkpoint
 

@@ -14,7 +14,7 @@ from melep_cli.checkpoints import load_checkpoint
 from melep_cli.checkpoints.backends import quiet_torch_jit
 from melep_cli.cli import run
 from melep_cli.errors import UsageError
-from melep_cli.rank import rank
+from melep_cli.ranking import rank
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 TARGET = SAMPLE / "ptbxl_target.h5"

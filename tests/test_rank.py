@@ -14,7 +14,7 @@ from melep_cli import melep
 from melep_cli.checkpoints import DEFAULT_BATCH_SIZE, load_checkpoint
 from melep_cli.cli import run
 from melep_cli.preprocess import prepare
-from melep_cli.rank import rank
+from melep_cli.ranking import rank
 from melep_cli.targets import convert, open_target
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"

@@ -19,7 +19,7 @@ from rich.console import Console, RenderableType
 import melep_cli
 from melep_cli import report
 from melep_cli.cli import run
-from melep_cli.rank import CheckpointOutcome, RankReport
+from melep_cli.ranking import CheckpointOutcome, RankReport
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 TARGET = SAMPLE / "ptbxl_target.h5"

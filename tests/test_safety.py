@@ -25,7 +25,7 @@ from bad_inputs.make_corpus import CreatesAFile, MeanHead, _save_script, _swap_d
 
 from melep_cli.checkpoints.checkpoint import Checkpoint
 from melep_cli.cli import run
-from melep_cli.rank import rank
+from melep_cli.ranking import rank
 
 torch = pytest.importorskip("torch")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -151,7 +151,7 @@ def test_sigint_during_the_forward_pass_exits_130_and_leaves_no_output(tmp_path:
 
 def test_an_interrupted_rank_stops_its_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """The one producer thread (decode and prepare) is stopped and joined when the pass is interrupted."""
-    forward_module = importlib.import_module("melep_cli.forward")
+    forward_module = importlib.import_module("melep_cli.forward_pass")
     threads: list[threading.Thread] = []
 
     class Recorded(threading.Thread):
@@ -210,7 +210,7 @@ def test_ranking_100k_records_keeps_memory_far_below_the_signals(
 ) -> None:
     # The producer may hold AHEAD_BYTES (128 MiB) ahead: a smaller budget here, so that a target of a size a
     # test can afford still tells streaming from keeping the signals.
-    monkeypatch.setattr(importlib.import_module("melep_cli.forward"), "AHEAD_BYTES", 16 * 2**20)
+    monkeypatch.setattr(importlib.import_module("melep_cli.forward_pass"), "AHEAD_BYTES", 16 * 2**20)
     n, samples, leads = 100_000, 100, 12
     path = tmp_path / "big.h5"
     pattern = (np.sin(np.linspace(0, 6, samples))[None, :, None] * 1000 + np.arange(leads)).astype(np.int16)

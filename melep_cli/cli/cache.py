@@ -22,7 +22,7 @@ from melep_cli.cli.app import (
     stderr_console,
 )
 from melep_cli.errors import UsageError
-from melep_cli.forward import DEFAULT_CACHE, resolve_cache
+from melep_cli.forward_pass import DEFAULT_CACHE, resolve_cache
 from melep_cli.store import CACHE_ENV, OutputsStore
 
 CacheOption = Annotated[

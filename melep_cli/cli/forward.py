@@ -46,7 +46,7 @@ from melep_cli.cli.target_options import (
     target_kwargs,
 )
 from melep_cli.errors import UsageError
-from melep_cli.forward import forward
+from melep_cli.forward_pass import forward
 
 
 @app.command("forward")

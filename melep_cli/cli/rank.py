@@ -49,7 +49,7 @@ from melep_cli.cli.target_options import (
     target_kwargs,
 )
 from melep_cli.errors import UsageError
-from melep_cli.rank import RankReport, rank
+from melep_cli.ranking import RankReport, rank
 
 
 @app.command("rank")

@@ -24,7 +24,7 @@ from melep_cli.cli.app import (
     parse_floats,
     split_names,
 )
-from melep_cli.score import score
+from melep_cli.scoring import score
 
 
 @app.command("score")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from melep_cli.errors import MelepError, TargetError
-from melep_cli.forward import DEFAULT_CACHE, ForwardResult, ProgressCallback, forward
+from melep_cli.forward_pass import DEFAULT_CACHE, ForwardResult, ProgressCallback, forward
 from melep_cli.metric import MelepResult, Weighting, probabilities_declared_as
 from melep_cli.scores import MelepScore
 from melep_cli.targets import Target, open_target
