@@ -186,16 +186,21 @@ def test_convert_refuses_a_link_to_its_source(
     assert source.read_bytes() == before and no_work == []
 
 
+def _command_argv(command: str, arrays: dict[str, Path]) -> list[str]:
+    """A working `melep COMMAND ...` without -o, for the output-path checks."""
+    return {
+        "rank": ["rank", "-c", str(ONNX), "-t", str(TARGET)],
+        "score": ["score", str(arrays["logits"]), str(arrays["labels"])],
+        "inspect": ["inspect", str(ONNX)],
+    }[command]
+
+
 # ----- item 13: a directory or a missing parent is a usage error, found before any work ------------------
 @pytest.mark.parametrize("command", ["rank", "score", "inspect"])
 def test_an_existing_directory_as_output_is_refused_first(
     command: str, tmp_path: Path, arrays: dict[str, Path], capsys: pytest.CaptureFixture[str], no_work: list[str]
 ) -> None:
-    argv = {
-        "rank": ["rank", "-c", str(ONNX), "-t", str(TARGET)],
-        "score": ["score", str(arrays["logits"]), str(arrays["labels"])],
-        "inspect": ["inspect", str(ONNX)],
-    }[command]
+    argv = _command_argv(command, arrays)
     out_dir = tmp_path / "results"
     out_dir.mkdir()
     code, out, err = _run(capsys, *argv, "-o", str(out_dir))
@@ -207,11 +212,7 @@ def test_an_existing_directory_as_output_is_refused_first(
 def test_a_missing_parent_directory_is_refused_first_and_not_created(
     command: str, tmp_path: Path, arrays: dict[str, Path], capsys: pytest.CaptureFixture[str], no_work: list[str]
 ) -> None:
-    argv = {
-        "rank": ["rank", "-c", str(ONNX), "-t", str(TARGET)],
-        "score": ["score", str(arrays["logits"]), str(arrays["labels"])],
-        "inspect": ["inspect", str(ONNX)],
-    }[command]
+    argv = _command_argv(command, arrays)
     missing = tmp_path / "nowhere" / "deeper"
     code, _, err = _run(capsys, *argv, "-o", str(missing / "out.json"))
     _refused(code, err, str(missing), "no such directory")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import _networks
 
 from melep_cli.checkpoints import inspect_checkpoint, load_checkpoint
 from melep_cli.checkpoints.checkpoint import MetadataConflict
@@ -41,17 +42,8 @@ class ScriptedConv(torch.nn.Module):
         return self.head(torch.relu(self.conv(ecg)).mean(dim=2))
 
 
-class BatchFirstLstm(torch.nn.Module):
-    """A batch-first LSTM over 12 leads: (batch, time, 12) -> (batch, 3)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = torch.nn.LSTM(12, 6, batch_first=True)
-        self.head = torch.nn.Linear(6, 3)
-
-    def forward(self, ecg: torch.Tensor) -> torch.Tensor:
-        hidden, _ = self.lstm(ecg)
-        return self.head(hidden[:, -1])
+#: The batch-first LSTM of the shared fixtures: (batch, time, 12) -> (batch, 3).
+BatchFirstLstm = _networks()[1]
 
 
 def save_scripted(module: torch.nn.Module, path: Path, metadata: dict | None = None) -> Path:
