@@ -30,7 +30,7 @@ from melep_cli.ranking import RankReport, rank
 from melep_cli.scores import SCORES, MelepScore, ModelOutputs, ScoreValue
 from melep_cli.scoring import score
 from melep_cli.store import OutputsStore, default_cache_dir
-from melep_cli.targets import Batch, Target, convert, inspect_target, open_target
+from melep_cli.targets import Batch, Target, TargetOptions, convert, inspect_target, open_target
 
 __version__ = "0.1.0"
 
@@ -54,6 +54,7 @@ __all__ = [
     "ScoreValue",
     "Target",
     "TargetError",
+    "TargetOptions",
     "UsageError",
     "__version__",
     "activate",

@@ -19,7 +19,21 @@ class MelepError(Exception):
 
 
 class UsageError(MelepError):
-    """Options that contradict each other or name things that do not exist."""
+    """Options that contradict each other or name things that do not exist.
+
+    `parameter`: the Python parameter at fault, when there is one; the message then starts with it
+    ("folds: no fold in ''"), and the CLI names the option the user typed instead ("--folds: ...").
+    """
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        #: The message without the parameter's name.
+        self.detail = message
+        self.parameter = parameter
+        super().__init__(self.naming(parameter) if parameter else message)
+
+    def naming(self, name: str) -> str:
+        """The message with `name` (a CLI flag, say) for the parameter."""
+        return f"{name}: {self.detail}"
 
 
 class InputError(MelepError, ValueError):

@@ -39,7 +39,7 @@ from melep_cli.errors import CheckpointError, MelepError, RefusedPickleError, Ta
 from melep_cli.preprocess import InputSpec, prepare
 from melep_cli.scores import ModelOutputs
 from melep_cli.store import EntryKey, OutputsStore, default_cache_dir, file_digest, files_fingerprint, ids_digest
-from melep_cli.targets import Batch, Target, open_target
+from melep_cli.targets import Batch, Target, TargetOptions, target_of
 from melep_cli.targets.base import describe_skips
 
 log = logging.getLogger("melep")
@@ -128,11 +128,12 @@ def forward(
     threads: int | None = None,
     precision: str = "float32",
     progress: ProgressCallback | None = None,
-    **target_options: Any,
+    target_options: TargetOptions | None = None,
 ) -> ForwardReport:
     """Run every checkpoint found in `checkpoints` over `target` and keep the outputs.
 
-    `target`: a path opened with `open_target(path, **target_options)`, or an open Target.
+    `target`: a path opened with `open_target(path, target_options)`, or an open Target (then
+    `target_options` must be None).
     `cache`: the outputs store's directory (DEFAULT_CACHE: $MELEP_CACHE, else $XDG_CACHE_HOME/melep, else
     ~/.cache/melep; None: no store). Stored outputs are read instead of running the model; new ones are saved.
     `batch_size`: records per forward pass (None: each checkpoint's default for its device).
@@ -151,7 +152,7 @@ def forward(
     names = unique_names(paths)
     directory = resolve_cache(cache)
     store = OutputsStore(directory) if directory is not None else None
-    opened = target if isinstance(target, Target) else open_target(target, **target_options)
+    opened = target_of(target, target_options)
 
     results: list[ForwardResult | None] = [None] * len(paths)
     keys: list[EntryKey | None] = [None] * len(paths)

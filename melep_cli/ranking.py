@@ -12,7 +12,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from melep_cli.errors import MelepError, TargetError
 from melep_cli.forward_pass import DEFAULT_CACHE, ForwardResult, ProgressCallback, forward
 from melep_cli.metric import MelepResult, Weighting, probabilities_declared_as
 from melep_cli.scores import MelepScore
-from melep_cli.targets import Target, open_target
+from melep_cli.targets import Target, TargetOptions, target_of
 from melep_cli.targets.base import count_noun
 
 log = logging.getLogger("melep")
@@ -103,7 +102,7 @@ def rank(
     progress: ProgressCallback | None = None,
     threads: int | None = None,
     precision: str = "float32",
-    **target_options: Any,
+    target_options: TargetOptions | None = None,
 ) -> RankReport:
     """Rank the checkpoints found in `checkpoints` by MELEP on `target` (lower is better).
 
@@ -111,12 +110,13 @@ def rank(
     `batch_size`, `threads` and `precision`): outputs already in the store are read, not recomputed, so
     ranking the same target again with other labels or `weighting` runs no forward pass. Stage 2 scores
     each checkpoint's outputs with `MelepScore(weighting, source_weighted)`.
-    `target` is a path opened with `open_target(path, **target_options)`, or an open Target.
+    `target` is a path opened with `open_target(path, target_options)`, or an open Target (then
+    `target_options` must be None).
     Raises UsageError/TargetError for problems that stop the whole run; a checkpoint's own
     problems become its error row.
     """
     started = time.perf_counter()
-    opened = target if isinstance(target, Target) else open_target(target, **target_options)
+    opened = target_of(target, target_options)
     _check_labels_informative(opened, opened.labels, len(opened), when="among its records")
     if opened.excluded_labels:
         listed = "; ".join(f"{name}: {reason}" for name, reason in opened.excluded_labels[:10])

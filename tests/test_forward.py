@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import melep_cli.forward_pass as forward_module
-from melep_cli import forward, load_checkpoint, open_target, prepare, rank
+from melep_cli import TargetOptions, forward, load_checkpoint, open_target, prepare, rank
 from melep_cli.cli import run
 from melep_cli.preprocess import STANDARD_LEADS, InputSpec
 from melep_cli.store import OutputsStore
@@ -95,9 +95,13 @@ def test_a_preparing_error_fails_only_the_checkpoints_of_that_spec(tmp_path: Pat
 
 def test_scores_do_not_depend_on_preparing_on_the_producer(monkeypatch: pytest.MonkeyPatch) -> None:
     # The CinC records are at 500 Hz: every sample checkpoint's input is resampled, in several specs.
-    ahead = rank([CHECKPOINTS], SAMPLE / "cinc_wfdb", min_positives=2, batch_size=4, cache=None)
+    ahead = rank(
+        [CHECKPOINTS], SAMPLE / "cinc_wfdb", target_options=TargetOptions(min_positives=2), batch_size=4, cache=None
+    )
     monkeypatch.setattr(forward_module._Specs, "for_batch", lambda self, batch: [])  # everything prepared inline
-    inline = rank([CHECKPOINTS], SAMPLE / "cinc_wfdb", min_positives=2, batch_size=4, cache=None)
+    inline = rank(
+        [CHECKPOINTS], SAMPLE / "cinc_wfdb", target_options=TargetOptions(min_positives=2), batch_size=4, cache=None
+    )
     assert len(ahead.ok) == len(ahead.outcomes) >= 4
     assert _scores(ahead) == _scores(inline)
 
@@ -130,7 +134,13 @@ def test_a_rank_fills_the_store_and_a_rank_on_other_labels_runs_no_forward_pass(
     assert all(outcome.cached and outcome.entry is not None for outcome in again.outcomes)
     monkeypatch.undo()
 
-    fresh = rank([CHECKPOINTS], TARGET, labels=["MI", "AFIB", "NORM"], weighting="uniform", cache=None)
+    fresh = rank(
+        [CHECKPOINTS],
+        TARGET,
+        target_options=TargetOptions(labels=["MI", "AFIB", "NORM"]),
+        weighting="uniform",
+        cache=None,
+    )
     assert _scores(again) == _scores(fresh)  # exactly: the same outputs, the same metric
     for cached, computed in zip(again.outcomes, fresh.outcomes):
         np.testing.assert_array_equal(cached.result.phi, computed.result.phi)
@@ -195,11 +205,16 @@ def test_a_changed_checkpoint_target_or_option_is_a_miss(tmp_path: Path) -> None
 
 
 def test_another_record_selection_is_a_miss(ptbxl_dir: Path) -> None:
-    assert rank([ONNX], ptbxl_dir, folds="10").forward_passes == 1
-    assert rank([ONNX], ptbxl_dir, folds="10", ptbxl_labels="form", min_positives=3).forward_passes == 0
-    report = rank([ONNX], ptbxl_dir, folds="9")
+    assert rank([ONNX], ptbxl_dir, target_options=TargetOptions(folds="10")).forward_passes == 1
+    assert (
+        rank(
+            [ONNX], ptbxl_dir, target_options=TargetOptions(folds="10", ptbxl_labels="form", min_positives=3)
+        ).forward_passes
+        == 0
+    )
+    report = rank([ONNX], ptbxl_dir, target_options=TargetOptions(folds="9"))
     assert report.forward_passes == 1
-    assert report.ok[0].melep != rank([ONNX], ptbxl_dir, folds="10").ok[0].melep
+    assert report.ok[0].melep != rank([ONNX], ptbxl_dir, target_options=TargetOptions(folds="10")).ok[0].melep
 
 
 def test_no_cache_stores_nothing(_own_cache: Path) -> None:
@@ -245,7 +260,7 @@ def test_strict_mode_sees_records_skipped_in_a_stored_pass(tmp_path: Path) -> No
     assert cached.forward_passes == 0 and cached.target.skipped == report.target.skipped
     assert cached.target.records == report.target.records
     with pytest.raises(TargetError, match="strict mode"):
-        rank([ONNX], target, strict=True)
+        rank([ONNX], target, target_options=TargetOptions(strict=True))
 
 
 # ----- the commands --------------------------------------------------------------------------------------
@@ -280,7 +295,10 @@ def test_scores_do_not_depend_on_the_batch_size_when_records_differ_in_length(mo
     zero-padded to their batch mates' length, so every batch size gives the outputs of each record run alone."""
     cinc = SAMPLE / "cinc_wfdb"
     checkpoint = models["conv"].onnx  # dynamic time axis, global average pooling: padding would change it
-    runs = {size: forward([checkpoint], cinc, min_positives=2, batch_size=size, cache=None) for size in (1, 5, 12)}
+    runs = {
+        size: forward([checkpoint], cinc, target_options=TargetOptions(min_positives=2), batch_size=size, cache=None)
+        for size in (1, 5, 12)
+    }
     alone = runs[1].results[0]
     lengths = {batch.ids[0]: len(batch.signals[0]) for batch in open_target(cinc, min_positives=2).batches(1)}
     assert len(set(lengths.values())) > 1  # the sample really mixes lengths
@@ -289,7 +307,10 @@ def test_scores_do_not_depend_on_the_batch_size_when_records_differ_in_length(mo
         assert result.record_ids == alone.record_ids
         np.testing.assert_allclose(result.outputs, alone.outputs, rtol=1e-5, atol=1e-6)
     scores = {
-        size: rank([checkpoint], cinc, min_positives=2, batch_size=size, cache=None).ok[0].melep for size in (1, 12)
+        size: rank([checkpoint], cinc, target_options=TargetOptions(min_positives=2), batch_size=size, cache=None)
+        .ok[0]
+        .melep
+        for size in (1, 12)
     }
     assert scores[1] == pytest.approx(scores[12], rel=1e-6)
 

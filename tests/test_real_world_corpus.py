@@ -23,7 +23,7 @@ import scipy.io
 import wfdb
 
 from melep_cli.errors import TargetError
-from melep_cli.targets import open_target
+from melep_cli.targets import TargetOptions, open_target
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
@@ -442,9 +442,7 @@ def test_code15_lead_names_are_mapped_to_the_standard_leads(code15) -> None:
     target = open_target(named, labels_csv=exams, labels=["normal_ecg", "RBBB"])
     assert next(iter(target.batches(64))).leads == CODE15_LEADS
     checkpoint = SAMPLE / "checkpoints" / "ptbxl_superclass_resnet1d.onnx"
-    scores = [
-        rank([checkpoint], path, labels_csv=exams, labels=["normal_ecg", "RBBB"], cache=None, device="cpu")
-        for path in (plain, named)
-    ]
+    options = TargetOptions(labels_csv=exams, labels=["normal_ecg", "RBBB"])
+    scores = [rank([checkpoint], path, target_options=options, cache=None, device="cpu") for path in (plain, named)]
     assert [len(report.ok) for report in scores] == [1, 1]
     assert scores[0].ok[0].melep == pytest.approx(scores[1].ok[0].melep, rel=1e-9)

@@ -47,6 +47,7 @@ from melep_cli.cli.target_options import (
 )
 from melep_cli.errors import UsageError
 from melep_cli.forward_pass import forward
+from melep_cli.targets import TargetOptions
 
 
 @app.command("forward")
@@ -123,7 +124,7 @@ def forward_command(
                 threads=threads,
                 precision=precision.value,
                 progress=update,
-                **options,
+                target_options=TargetOptions(**options),
             )
         text = None
         if output_format is OutputFormat.json:

@@ -50,6 +50,7 @@ from melep_cli.cli.target_options import (
 )
 from melep_cli.errors import UsageError
 from melep_cli.ranking import RankReport, rank
+from melep_cli.targets import TargetOptions
 
 
 @app.command("rank")
@@ -148,7 +149,7 @@ def rank_command(
                 progress=update,
                 threads=threads,
                 precision=precision.value,
-                **options,
+                target_options=TargetOptions(**options),
             )
         if top is not None:
             result = result.top(top)
