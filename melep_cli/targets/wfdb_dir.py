@@ -26,17 +26,15 @@ from melep_cli.targets.base import (
     select_labels,
 )
 from melep_cli.targets.challenge import (
-    Header,
     check_invalid_samples,
     dx_codes,
     load_dx_mapping,
     missing_samples_error,
-    parse_header,
     physical,
     read_mat_signal,
-    resolve_segments,
 )
 from melep_cli.targets.labels_csv import join_labels, read_labels_csv
+from melep_cli.targets.wfdb_header import UNIT_TO_MV, Header, parse_header, resolve_segments
 
 log = logging.getLogger("melep")
 
@@ -46,11 +44,11 @@ def read_wfdb_signal(header: Header) -> np.ndarray:
 
     `.mat` (Challenge) files go through scipy.io.loadmat, other formats through wfdb.rdrecord in
     physical units. The one exception is plain format 16 in a single file (PTB-XL, most ECG sets): it
-    is little-endian int16 interleaved by lead, read here in one read viewed by numpy. wfdb.rdrecord
-    parses every header field through pandas (about 5 ms a record against 0.04 ms here, on PTB-XL), which
-    made decoding a few thousand records take half a minute; it also rejects the Challenge headers.
-    The tests check that both give the same millivolts. Multi-segment records are read by wfdb.rdrecord on
-    the master header, which joins the segments.
+    is little-endian int16 interleaved by lead, read here in one read viewed by numpy: wfdb.rdrecord
+    parses every header field through pandas, about 5 ms a record against 0.04 ms here on PTB-XL (half a
+    minute for a few thousand records), and rejects the Challenge headers. The tests check that both give
+    the same millivolts. Multi-segment records are read by wfdb.rdrecord on the master header, which joins
+    the segments.
 
     A record with missing samples (WFDB's invalid-sample value, which wfdb reads as NaN) is a TargetError
     with the same reason on every path (`missing_samples_error`): the caller skips it.
@@ -102,8 +100,6 @@ def _check_signal_files(header: Header, files: Sequence[str], *, segment: bool =
 
 
 def _mv_factor(unit: str | None) -> float:
-    from melep_cli.targets.challenge import UNIT_TO_MV
-
     return UNIT_TO_MV.get((unit or "mV").casefold(), 1.0)
 
 
