@@ -6,9 +6,18 @@ CLI can print it as it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class MelepError(Exception):
-    """Base of every error the library raises on purpose."""
+    """Base of every error the library raises on purpose.
+
+    It names the library's parameters, never a CLI flag: `parameter`, the one at fault, starts the
+    message ("folds: no fold in ''"); `hint`, what to do, ends it, with {name} for each parameter it
+    names ("pass {labels_csv} with the labels": a constant template, never text from a file).
+    `naming(name_of)` is the message with every parameter called `name_of(parameter)` instead: the CLI
+    passes the running command's flags ("--folds: ...", "pass --labels-csv with the labels").
+    """
 
     exit_code = 2
     #: Where the problem lies when it stops one checkpoint in `rank`: "checkpoint" (its own), or "target" /
@@ -17,23 +26,37 @@ class MelepError(Exception):
     #: The problem without the file it was met in, for that one error.
     reason: str | None = None
 
-
-class UsageError(MelepError):
-    """Options that contradict each other or name things that do not exist.
-
-    `parameter`: the Python parameter at fault, when there is one; the message then starts with it
-    ("folds: no fold in ''"), and the CLI names the option the user typed instead ("--folds: ...").
-    """
-
-    def __init__(self, message: str, *, parameter: str | None = None) -> None:
-        #: The message without the parameter's name.
+    def __init__(self, message: str, *, parameter: str | None = None, hint: str | None = None) -> None:
+        #: The message without the parameter's name and the hint.
         self.detail = message
         self.parameter = parameter
-        super().__init__(self.naming(parameter) if parameter else message)
+        self.hint = hint
+        super().__init__(self.naming())
 
-    def naming(self, name: str) -> str:
-        """The message with `name` (a CLI flag, say) for the parameter."""
-        return f"{name}: {self.detail}"
+    def naming(self, name_of: Callable[[str], str] = str) -> str:
+        """The message, each parameter it names called `name_of(parameter)` (default: the parameter's name)."""
+        text = f"{name_of(self.parameter)}: {self.detail}" if self.parameter else self.detail
+        return f"{text}; {fill_names(self.hint, name_of)}" if self.hint else text
+
+
+def fill_names(template: str, name_of: Callable[[str], str] = str) -> str:
+    """`template` with each {parameter} replaced by `name_of(parameter)`."""
+    return template.format_map(_Names(name_of))
+
+
+class _Names(dict):
+    """`str.format_map`'s names: every {parameter} is what `name_of` returns for it."""
+
+    def __init__(self, name_of: Callable[[str], str]) -> None:
+        super().__init__()
+        self.name_of = name_of
+
+    def __missing__(self, key: str) -> str:
+        return self.name_of(key)
+
+
+class UsageError(MelepError):
+    """Options that contradict each other or name things that do not exist."""
 
 
 class InputError(MelepError, ValueError):

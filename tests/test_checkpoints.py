@@ -74,14 +74,19 @@ def test_discovery_takes_files_keeps_order_and_drops_repeats(tmp_path, models):
     assert discover_checkpoints([script, onnx, tmp_path / "." / "conv.onnx"]) == [script, onnx]
 
 
-def test_discovery_errors_name_the_path(tmp_path):
+def test_discovery_errors_name_the_path(tmp_path, capsys):
     with pytest.raises(UsageError, match=r"missing\.onnx: no such file"):
         discover_checkpoints([tmp_path / "missing.onnx"])
     (tmp_path / "weights.bin").write_bytes(b"x")
     with pytest.raises(UsageError, match=r"weights\.bin: not a checkpoint file"):
         discover_checkpoints([tmp_path / "weights.bin"])
-    with pytest.raises(UsageError, match=r"no checkpoints.*--recursive"):
+    with pytest.raises(UsageError, match=r"no checkpoints.* in it; pass recursive to search subdirectories$"):
         discover_checkpoints([tmp_path])
+    # the CLI names the flag
+    from melep_cli.cli import run
+
+    assert run(["forward", "-c", str(tmp_path), "-t", str(tmp_path), "--cache", str(tmp_path / "c"), "-q"]) == 2
+    assert "; pass --recursive to search subdirectories" in capsys.readouterr().err
 
 
 def test_is_checkpoint_path(tmp_path, models):
@@ -380,8 +385,9 @@ def test_metadata_leads_must_fit_the_onnx_input(tmp_path, models):
 # ----- devices -----------------------------------------------------------------------------------
 def test_device_names_are_checked():
     assert parse_device(" CUDA:1 ") == "cuda:1"
-    with pytest.raises(UsageError, match="--device"):
+    with pytest.raises(UsageError, match=r"^device: expected auto") as raised:
         parse_device("gpu")
+    assert raised.value.parameter == "device"
 
 
 @pytest.mark.skipif(CUDA_ONNX, reason="tests the fallback without onnxruntime's CUDA provider")
@@ -390,7 +396,7 @@ def test_onnx_cuda_request_without_cuda_falls_back_or_fails_strictly(models, mel
     checkpoint = load_checkpoint(models["conv"].onnx, device="cuda", warn_defaults=False)
     assert checkpoint.device == "cpu" and checkpoint.provider == "CPUExecutionProvider"
     assert any("CUDAExecutionProvider" in record.getMessage() for record in melep_log.records)
-    with pytest.raises(CheckpointError, match=r"conv\.onnx: --device cuda with --strict-device"):
+    with pytest.raises(CheckpointError, match=r"conv\.onnx: device cuda with strict_device, but"):
         load_checkpoint(models["conv"].onnx, device="cuda", strict_device=True)
     assert load_checkpoint(models["conv"].onnx, device="auto", warn_defaults=False).device == "cpu"
 
@@ -401,7 +407,7 @@ def test_torchscript_cuda_request_without_cuda_falls_back_or_fails_strictly(mode
     checkpoint = load_checkpoint(models["conv"].torchscript, device="cuda", warn_defaults=False)
     assert checkpoint.device == "cpu"
     assert any("no CUDA device" in record.getMessage() for record in melep_log.records)
-    with pytest.raises(CheckpointError, match=r"conv\.pt: --device cuda with --strict-device"):
+    with pytest.raises(CheckpointError, match=r"conv\.pt: device cuda with strict_device, but"):
         load_checkpoint(models["conv"].torchscript, device="cuda", strict_device=True)
 
 

@@ -61,7 +61,7 @@ def test_threads_reach_both_runtimes() -> None:
 
 @pytest.mark.parametrize("threads", [0, -2])
 def test_a_thread_count_below_one_is_a_usage_error(threads: int) -> None:
-    with pytest.raises(UsageError, match="--threads"):
+    with pytest.raises(UsageError, match=r"^threads: must be a positive integer"):
         rank([ONNX], TARGET, device="cpu", threads=threads)
 
 

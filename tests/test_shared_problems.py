@@ -95,4 +95,4 @@ def test_a_device_the_machine_lacks_is_one_error_with_strict_device(capsys: pyte
         pytest.skip("this machine has CUDA")
     code, document, err = _ranked(capsys, "-t", str(TARGET), "--device", "cuda", "--strict-device", "--no-cache")
     assert code == 2 and document is None
-    assert len(err) == 1 and "--device cuda with --strict-device" in err[0] and "every checkpoint" in err[0], err
+    assert len(err) == 1 and "device cuda with strict_device, but" in err[0] and "every checkpoint" in err[0], err

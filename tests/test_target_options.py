@@ -1,4 +1,5 @@
-"""Target options that do not apply to a target's format: one usage error in every command, found in `open_target`.
+"""Target options: one TargetOptions, checked once; an option that does not apply to a target's format is one
+usage error in every command, found in `open_target`.
 
 `--ptbxl-labels` and `--folds` apply to PTB-XL only, `--labels-csv` to HDF5 and WFDB, `--sampling-rate` to
 PTB-XL and HDF5; `--lead-names` applies to every format. An option the user did not give is never an error,
@@ -7,6 +8,7 @@ so options with a default (`ptbxl_labels`) tell "given" from "default" (None).
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import h5py
@@ -14,9 +16,8 @@ import numpy as np
 import pytest
 
 from melep_cli.cli import run
-from melep_cli.cli.target_options import target_kwargs
 from melep_cli.errors import UsageError
-from melep_cli.targets import open_target
+from melep_cli.targets import TargetOptions, open_target
 
 PTBXL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptbxl"
 STANDARD = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -113,7 +114,8 @@ def test_an_option_of_another_format_is_one_usage_error_naming_the_format(
     err = captured.err.strip().splitlines()
     assert code == 2, captured.err
     assert len(err) == 1, err
-    assert err[0].startswith(f"melep: error: {target}: {option} applies to {applies_to} targets only")
+    # The library names its parameter (`option`); the CLI names the flag typed.
+    assert err[0].startswith(f"melep: error: {target}: {flag[0]} applies to {applies_to} targets only")
     assert f"(this is {target_format}" in err[0]
     assert not (tmp_path / "out.h5").exists()
 
@@ -125,7 +127,7 @@ def test_explicit_target_format_is_the_format_named(
     ptbxl = _target(targets, "ptbxl")
     code = run(["inspect", str(ptbxl), "--target-format", "wfdb", "--folds", "10", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "folds applies to PTB-XL targets only (this is wfdb" in err[0], err
+    assert code == 2 and len(err) == 1 and "--folds applies to PTB-XL targets only (this is wfdb" in err[0], err
 
 
 @pytest.mark.parametrize("target_format", ["hdf5", "wfdb"])
@@ -138,7 +140,7 @@ def test_the_default_ptbxl_labels_is_no_error_but_the_given_default_is(
     capsys.readouterr()
     code = run(["inspect", str(target), *csv, "--min-positives", "1", "--ptbxl-labels", "superclass", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
-    expected = f"ptbxl_labels applies to PTB-XL targets only (this is {target_format}"
+    expected = f"--ptbxl-labels applies to PTB-XL targets only (this is {target_format}"
     assert code == 2 and len(err) == 1 and expected in err[0], err
 
 
@@ -177,10 +179,98 @@ def test_library_names_its_own_parameters(
         open_target(target, **{option: value})
 
 
-def test_target_kwargs_pass_none_for_options_not_given() -> None:
-    kwargs = target_kwargs()
-    assert kwargs["ptbxl_labels"] is None and kwargs["labels_csv"] is None and kwargs["sampling_rate"] is None
-    assert kwargs["folds"] is None and kwargs["lead_names"] is None
+@pytest.mark.parametrize("command", ["rank", "forward", "inspect", "convert"])
+def test_every_command_passes_options_not_given_as_none(
+    command: str, targets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No target option on the command line: the library gets TargetOptions() (ptbxl_labels None, not the
+    superclass default that help shows), so no option counts as given for another format."""
+    seen: list[object] = []
+
+    def record(*args: object, target_options: object = None, **kwargs: object) -> None:
+        seen.append(target_options)
+        raise RuntimeError("recorded")  # the command stops here (an internal error, exit 3)
+
+    work = {"rank": "rank", "forward": "forward", "inspect": "inspect_path", "convert": "convert"}[command]
+    monkeypatch.setattr(importlib.import_module(f"melep_cli.cli.{command}"), work, record)
+    assert run([*_argv(command, targets["hdf5"], tmp_path), "-q"]) == 3
+    assert seen == [TargetOptions()]
+    assert TargetOptions().ptbxl_labels is None and TargetOptions().labels_csv is None
+
+
+def test_the_cli_gives_each_option_to_target_options(
+    targets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[object] = []
+    monkeypatch.setattr(
+        importlib.import_module("melep_cli.cli.inspect"),
+        "inspect_path",
+        lambda *args, target_options=None, **kwargs: seen.append(target_options) or {"kind": "none"},
+    )
+    flags = ["--target-format", "ptbxl", "--labels", "NORM, MI", "--min-positives", "3", "--ptbxl-labels"]
+    flags += ["subclass", "--folds", "9,10", "--sampling-rate", "500", "--strict", "--lead-names", "DI, DII"]
+    run(["inspect", str(targets["hdf5"]), *flags, "-q", "-f", "json"])
+    assert seen == [
+        TargetOptions(
+            target_format="ptbxl",
+            labels=("NORM", "MI"),
+            min_positives=3,
+            ptbxl_labels="subclass",
+            folds=frozenset({9, 10}),
+            sampling_rate=500.0,
+            strict=True,
+            lead_names=("DI", "DII"),
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "parameter", "flag"),
+    [
+        ({"min_positives": 0}, "min_positives", None),
+        ({"folds": "9-1"}, "folds", "--folds"),
+        ({"folds": "x"}, "folds", "--folds"),
+        ({"target_format": "csv"}, "target_format", None),
+        ({"ptbxl_labels": "nope"}, "ptbxl_labels", None),
+        ({"sampling_rate": -5}, "sampling_rate", "--sampling-rate"),
+    ],
+)
+def test_target_options_are_checked_once_naming_the_parameter(
+    options: dict[str, object],
+    parameter: str,
+    flag: str | None,
+    targets: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(UsageError, match=rf"^{parameter}: ") as raised:
+        TargetOptions(**options)  # type: ignore[arg-type]
+    assert raised.value.parameter == parameter
+    if flag is not None:  # choices and --min-positives below 1 are Typer's own errors on the command line
+        value = str(next(iter(options.values())))
+        assert run(["inspect", str(targets["hdf5"]), flag, value, "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"melep: error: {flag}: "), err
+
+
+def test_target_options_are_frozen_hashable_and_normalised(targets: dict[str, Path]) -> None:
+    options = TargetOptions(labels="MI, AFIB", folds=[10, 9], lead_names=["I", " II "], sampling_rate=500)
+    assert options == TargetOptions(labels=("MI", "AFIB"), folds="9,10", lead_names="I,II", sampling_rate=500.0)
+    assert hash(options) == hash(
+        TargetOptions(labels=["MI", "AFIB"], folds="9-10", lead_names=("I", "II"), sampling_rate=500)
+    )
+    with pytest.raises(AttributeError):
+        options.strict = True  # type: ignore[misc]
+    # keyword arguments still work, and replace an options object's fields
+    opened = open_target(targets["hdf5"], TargetOptions(min_positives=50), min_positives=1, labels_csv=targets["csv"])
+    assert opened.label_names == ("K",)
+
+
+def test_options_with_an_open_target_are_an_error(targets: dict[str, Path]) -> None:
+    from melep_cli import rank
+
+    opened = open_target(targets["hdf5"], min_positives=1, labels_csv=targets["csv"])
+    with pytest.raises(UsageError, match=r"^target_options: "):
+        rank([targets["hdf5"]], opened, target_options=TargetOptions(strict=True), cache=None)
 
 
 @pytest.mark.parametrize("target_format", ["hdf5", "wfdb", "ptbxl"])

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from melep_cli.cli import run
-from melep_cli.cli.target_options import PtbxlLabels, TargetFormat, target_kwargs
+from melep_cli.cli.target_options import PtbxlLabels, TargetFormat
 from melep_cli.errors import TargetError, UsageError
 from melep_cli.report import target_inspection_tables
-from melep_cli.targets import convert, inspect_target, open_target
+from melep_cli.targets import TargetOptions, convert, inspect_target, open_target
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CINC = DATA / "cinc2021"
@@ -44,7 +44,7 @@ def records(target, batch_size: int = 16) -> dict[str, tuple[np.ndarray, np.ndar
 
 def test_wfdb_to_hdf5_round_trip_keeps_signals_labels_and_order(cinc_subset, tmp_path):
     output = tmp_path / "cinc.h5"
-    result = convert(cinc_subset, output, min_positives=2)
+    result = convert(cinc_subset, output, target_options=TargetOptions(min_positives=2))
     source = open_target(cinc_subset, min_positives=2)
     converted = open_target(output, min_positives=2)
     assert result.records == len(source) and result.padded
@@ -70,7 +70,7 @@ def test_wfdb_to_hdf5_round_trip_keeps_signals_labels_and_order(cinc_subset, tmp
 
 def test_resampling_and_fixed_duration(cinc_subset, tmp_path):
     output = tmp_path / "short.h5"
-    result = convert(cinc_subset, output, resample=100, seconds=8, labels=["NSR", "PAC"])
+    result = convert(cinc_subset, output, resample=100, seconds=8, target_options=TargetOptions(labels=["NSR", "PAC"]))
     assert not result.padded and result.samples == 800
     converted = open_target(output, labels=["NSR", "PAC"])
     source = open_target(cinc_subset, labels=["NSR", "PAC"])
@@ -92,7 +92,7 @@ def test_resampling_keeps_the_waveform(tmp_path):
         h5["record_ids"] = np.array([b"up", b"down"])
     for rate in (100, 360):
         output = tmp_path / f"sine{rate}.h5"
-        result = convert(source, output, resample=rate, min_positives=1)
+        result = convert(source, output, resample=rate, target_options=TargetOptions(min_positives=1))
         assert result.samples == 4 * rate and result.sampling_rate == rate
         batch = next(iter(open_target(output, min_positives=1).batches(2)))
         assert batch.sampling_rate == rate and batch.ids == ["up", "down"]
@@ -112,7 +112,7 @@ def test_zero_padding_to_a_longer_duration(tmp_path):
         h5["labels"] = np.array([[1], [0], [1]], dtype=np.uint8)
         h5["labels"].attrs["label_names"] = ["Q"]
         h5["record_ids"] = np.array(["a", "b", "c"], dtype=h5py.string_dtype())
-    convert(source, tmp_path / "out.h5", seconds=2, min_positives=1)
+    convert(source, tmp_path / "out.h5", seconds=2, target_options=TargetOptions(min_positives=1))
     with h5py.File(tmp_path / "out.h5") as h5:
         stored = h5["signals"][()]
         assert [i.decode() if isinstance(i, bytes) else i for i in h5["record_ids"][()]] == ["a", "b", "c"]
@@ -130,14 +130,14 @@ def test_failed_conversion_leaves_no_file(tmp_path, monkeypatch):
         h5["labels"] = np.array([[1], [0], [1], [0]], dtype=np.uint8)
     output = tmp_path / "out.h5"
     with pytest.raises(TargetError, match="no readable record"):
-        convert(source, output, min_positives=1)
+        convert(source, output, target_options=TargetOptions(min_positives=1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.h5"]
 
 
 def test_ptbxl_fold_converts_with_superclass_labels(tmp_path):
     if not (PTBXL / "ptbxl_database.csv").is_file():
         pytest.skip(f"{PTBXL} is absent")
-    result = convert(PTBXL, tmp_path / "fold10.h5", folds="10")
+    result = convert(PTBXL, tmp_path / "fold10.h5", target_options=TargetOptions(folds="10"))
     target = open_target(tmp_path / "fold10.h5")
     source = open_target(PTBXL, folds="10")
     assert result.records == len(source) == len(target)
@@ -175,8 +175,8 @@ def test_cli_unknown_label_exits_2_naming_it(cinc_subset, tmp_path, capsys):
     assert len(err) == 1 and "NOPE" in err[0] and "labels here" in err[0]
 
 
-def test_target_kwargs_match_open_target():
-    kwargs = target_kwargs(
+def test_target_options_take_the_cli_choices_and_strings():
+    options = TargetOptions(
         target_format=TargetFormat.ptbxl,
         labels="NORM, MI",
         labels_csv=None,
@@ -187,24 +187,24 @@ def test_target_kwargs_match_open_target():
         strict=True,
         lead_names="DI, DII",
     )
-    assert kwargs == {
-        "lead_names": ["DI", "DII"],
-        "target_format": "ptbxl",
-        "labels": ["NORM", "MI"],
-        "labels_csv": None,
-        "min_positives": 3,
-        "ptbxl_labels": "subclass",
-        "folds": "9,10",
-        "sampling_rate": 500,
-        "strict": True,
-    }
+    assert options == TargetOptions(
+        target_format="ptbxl",
+        labels=("NORM", "MI"),
+        min_positives=3,
+        ptbxl_labels="subclass",
+        folds=frozenset({9, 10}),
+        sampling_rate=500.0,
+        strict=True,
+        lead_names=("DI", "DII"),
+    )
+    assert options.target_format == "ptbxl" and type(options.target_format) is str
 
 
 def test_inspect_target_reports_rates_durations_labels_and_skips(cinc_subset, tmp_path):
     directory = tmp_path / "copy"
     shutil.copytree(cinc_subset, directory)
     (directory / "A1041.mat").write_bytes(b"broken")
-    info = inspect_target(directory, min_positives=2)
+    info = inspect_target(directory, target_options=TargetOptions(min_positives=2))
     assert info["format"] == "wfdb" and info["records"] == len(list(directory.glob("*.hea")))
     assert info["records_read"] == info["records"] - 1
     assert info["skipped"][0]["id"] == "A1041" and "A1041.mat" in info["skipped"][0]["reason"]
@@ -240,9 +240,10 @@ def test_mixed_rates_need_sampling_rate_and_leads_are_reordered(tmp_path):
             write_dir=str(tmp_path),
         )
     (tmp_path / "labels.csv").write_text("record_id,K\nr1,1\nr2,0\n")
-    options = {"labels_csv": tmp_path / "labels.csv", "min_positives": 1}
-    with pytest.raises(TargetError, match=r"different sampling rates \(500 and 250 Hz.*--resample"):
-        convert(tmp_path, tmp_path / "out.h5", **options)
+    options = TargetOptions(labels_csv=tmp_path / "labels.csv", min_positives=1)
+    with pytest.raises(TargetError, match=r"different sampling rates \(500 and 250 Hz.*; pass resample HZ") as raised:
+        convert(tmp_path, tmp_path / "out.h5", target_options=options)
+    assert "pass --resample HZ" in raised.value.naming(lambda name: "--" + name)
     assert not (tmp_path / "out.h5").exists()
     seen = []
     result = convert(
@@ -250,13 +251,13 @@ def test_mixed_rates_need_sampling_rate_and_leads_are_reordered(tmp_path):
         tmp_path / "out.h5",
         resample=250,
         progress=lambda done, total: seen.append((done, total)),
-        **options,
+        target_options=options,
     )
     assert result.leads == ("I", "II", "V1") and result.samples == 250 and seen[-1] == (2, 2)
     assert result.sampling_rate == 250 and result.source_sampling_rates == (250.0, 500.0)
     with h5py.File(tmp_path / "out.h5") as h5:
         assert h5.attrs["sampling_rate"] == 250 and h5.attrs["source_sampling_rates"].tolist() == [250.0, 500.0]
-    source = records(open_target(tmp_path, **options))
+    source = records(open_target(tmp_path, options))
     converted = records(open_target(tmp_path / "out.h5", min_positives=1))
     np.testing.assert_allclose(converted["r2"][0], source["r2"][0][:, [1, 2, 0]], atol=1e-3)
 
@@ -282,7 +283,7 @@ def test_resampling_uses_the_factors_prepare_uses(tmp_path):
 
     assert resampling_factors(1001, 1000) == (1000, 1001)
     source = _sine_h5(tmp_path / "odd.h5", 1001)
-    result = convert(source, tmp_path / "even.h5", resample=1000, min_positives=1)
+    result = convert(source, tmp_path / "even.h5", resample=1000, target_options=TargetOptions(min_positives=1))
     assert result.sampling_rate == 1000 and result.source_sampling_rates == (1001.0,)
     with h5py.File(source) as h5:
         original = h5["signals"][()]
@@ -303,22 +304,24 @@ def test_library_resample_is_the_output_rate_and_sampling_rate_the_read_rate(tmp
         h5["signals"] = rated["signals"][()]
         h5["labels"] = rated["labels"][()]
         h5["record_ids"] = rated["record_ids"][()]
-    result = convert(source, tmp_path / "out.h5", sampling_rate=250, resample=125, min_positives=1)
+    result = convert(
+        source, tmp_path / "out.h5", resample=125, target_options=TargetOptions(sampling_rate=250, min_positives=1)
+    )
     assert result.source_sampling_rates == (250.0,) and result.sampling_rate == 125 and result.samples == 500
     with pytest.raises(UsageError, match="contradicts"):
-        convert(tmp_path / "rated.h5", tmp_path / "x.h5", sampling_rate=125, min_positives=1)
-    with pytest.raises(TypeError, match=r"source_rate.*sampling_rate"):
-        convert(source, tmp_path / "x.h5", source_rate=250, min_positives=1)
-    with pytest.raises(UsageError, match="--resample must be a positive number"):
-        convert(source, tmp_path / "x.h5", resample=0, sampling_rate=250, min_positives=1)
+        convert(
+            tmp_path / "rated.h5", tmp_path / "x.h5", target_options=TargetOptions(sampling_rate=125, min_positives=1)
+        )
+    with pytest.raises(UsageError, match=r"^resample: must be a positive number"):
+        convert(source, tmp_path / "x.h5", resample=0, target_options=TargetOptions(sampling_rate=250, min_positives=1))
     assert not (tmp_path / "x.h5").exists()
 
 
 def test_target_options_with_an_open_target_are_an_error(tmp_path):
     """An open Target was opened with its own options: more are not silently dropped."""
     source = _sine_h5(tmp_path / "s.h5", 250)
-    with pytest.raises(UsageError, match=r"labels.*already open"):
-        convert(open_target(source, min_positives=1), tmp_path / "o.h5", labels=["S"])
+    with pytest.raises(UsageError, match=r"target_options: apply to a target path, not to the open target"):
+        convert(open_target(source, min_positives=1), tmp_path / "o.h5", target_options=TargetOptions(labels=["S"]))
     assert convert(open_target(source, min_positives=1), tmp_path / "o.h5").records == 2
 
 
@@ -372,5 +375,5 @@ def test_cli_sampling_rate_on_a_wfdb_source_points_to_resample(cinc_subset, tmp_
     """The old spelling of resampling, `convert WFDB out.h5 --sampling-rate 100`, is an error that says what to use."""
     assert run(["convert", str(cinc_subset), str(tmp_path / "o.h5"), "--sampling-rate", "100"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "sampling_rate applies to PTB-XL and HDF5 targets only (this is wfdb" in err[0], err
+    assert len(err) == 1 and "--sampling-rate applies to PTB-XL and HDF5 targets only (this is wfdb" in err[0], err
     assert "--resample" in err[0]

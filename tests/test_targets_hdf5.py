@@ -229,7 +229,7 @@ def test_parse_folds():
     assert parse_folds([2, 4]) == {2, 4}
     assert parse_folds(None) is None
     for bad in ("a", "3-1", "1-", ","):
-        with pytest.raises(UsageError, match="--folds"):
+        with pytest.raises(UsageError, match=r"^folds: "):
             parse_folds(bad)
 
 

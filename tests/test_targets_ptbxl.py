@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from melep_cli.errors import TargetError, UsageError
-from melep_cli.targets import PtbxlTarget, open_target
+from melep_cli.targets import PtbxlTarget, TargetOptions, open_target
 
 PTBXL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptbxl"
 
@@ -67,13 +67,17 @@ def test_statement_levels(ptbxl):
 
 
 def test_unknown_labels_name_the_level_that_has_them(ptbxl):
-    with pytest.raises(TargetError, match=r"AFIB not found \(AFIB is a PTB-XL .* --ptbxl-labels .*NORM, MI"):
+    with pytest.raises(
+        TargetError,
+        match=r"AFIB not found; labels here: NORM, MI.*; AFIB is a PTB-XL \w+ label: pass ptbxl_labels \w+$",
+    ) as raised:
         open_target(ptbxl, labels=["AFIB"])
+    assert raised.value.naming(lambda name: "--ptbxl-labels").endswith("label: pass --ptbxl-labels rhythm")
     with pytest.raises(TargetError, match="label WHAT not found"):
         open_target(ptbxl, labels=["NORM", "WHAT"])
     with pytest.raises(UsageError, match="100 and 500 Hz"):
         open_target(ptbxl, sampling_rate=250)
-    with pytest.raises(UsageError, match="--folds"):
+    with pytest.raises(UsageError, match=r"^folds: "):
         open_target(ptbxl, folds="x")
 
 
@@ -135,7 +139,7 @@ def test_invalid_samples_skip_a_ptbxl_record_with_the_wfdb_reason(ptbxl, tmp_pat
 def test_inspect_lists_every_superclass_below_the_threshold(ptbxl):
     from melep_cli.targets import inspect_target
 
-    info = inspect_target(ptbxl, decode=False, folds="10", min_positives=200)
+    info = inspect_target(ptbxl, decode=False, target_options=TargetOptions(folds="10", min_positives=200))
     every = {entry["name"]: entry for entry in info["all_labels"]}
     assert set(every) == {"NORM", "MI", "STTC", "HYP", "CD"}
     selected = [entry["name"] for entry in info["labels"]]

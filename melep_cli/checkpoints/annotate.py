@@ -75,19 +75,25 @@ def annotate_checkpoint(
     `activation` is the metadata key `output` (logits, probabilities, softmax); `scores_output` and
     `features_output` name (or index) the outputs holding the scores and the penultimate features;
     `metadata` is a whole JSON object to merge first (e.g. a sidecar's); `remove` drops keys; `replace`
-    starts from nothing instead of the existing metadata. Invalid values are UsageErrors naming the key;
+    starts from nothing instead of the existing metadata. Invalid values are UsageErrors naming the key
+    (a `remove` key that is not a metadata key is one too: a typo would otherwise keep the key);
     values the model contradicts (a label count its output width rules out, leads or samples its input
     shape rules out, a layout it does not run, an output it does not have) are MetadataConflicts, and
     nothing is written.
     """
+    unknown = [key for key in remove if key not in KNOWN_KEYS]
+    if unknown:
+        raise UsageError(f"unknown metadata key {unknown[0]!r} (known: {', '.join(KNOWN_KEYS)})", parameter="remove")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     checkpoint_format = detect_format(path)
-    target = Path(output) if output is not None else path
+    destination = Path(output) if output is not None else path
     suffixes = ONNX_SUFFIXES if checkpoint_format == "onnx" else TORCHSCRIPT_SUFFIXES
-    if target.suffix.lower() not in suffixes:
-        raise UsageError(f"--output {target}: a {checkpoint_format} checkpoint needs one of {', '.join(suffixes)}")
+    if destination.suffix.lower() not in suffixes:
+        raise UsageError(
+            f"{destination}: a {checkpoint_format} checkpoint needs one of {', '.join(suffixes)}", parameter="output"
+        )
     where = str(path)
 
     if checkpoint_format == "onnx":
@@ -97,8 +103,10 @@ def annotate_checkpoint(
             model = onnx.load(str(path), load_external_data=False)
         except Exception as error:
             raise CheckpointError(f"{path}: not a loadable ONNX model ({one_line(error)})") from None
-        if target.resolve().parent != path.resolve().parent and _uses_external_data(model):
-            raise CheckpointError(f"{path}: keeps its weights in external files; write --output in the same directory")
+        if destination.resolve().parent != path.resolve().parent and _uses_external_data(model):
+            raise CheckpointError(
+                f"{path}: keeps its weights in external files", hint="write {output} in the same directory"
+            )
         embedded = next((prop.value for prop in model.metadata_props if prop.key == METADATA_KEY), None)
         embedded_origin = f"ONNX metadata_props[{METADATA_KEY!r}]"
     else:
@@ -136,7 +144,7 @@ def annotate_checkpoint(
     parsed = parse_metadata(ordered, where=where, origin="the merged metadata")
     text = json.dumps(ordered, ensure_ascii=False)
 
-    _check_against_model(path, parsed, target)
+    _check_against_model(path, parsed, destination)
     if checkpoint_format == "onnx":
         kept = [(prop.key, prop.value) for prop in model.metadata_props if prop.key != METADATA_KEY]
         del model.metadata_props[:]  # rebuilt: the other properties as they were, then ours
@@ -144,15 +152,15 @@ def annotate_checkpoint(
             model.metadata_props.add(key=key, value=value)
         model.metadata_props.add(key=METADATA_KEY, value=text)
         data = model.SerializeToString()
-        with atomic_path(target) as temporary:
+        with atomic_path(destination) as temporary:
             temporary.write_bytes(data)
     else:
-        _annotate_torchscript(path, target, text)
+        _annotate_torchscript(path, destination, text)
     if previous_origin.startswith("sidecar"):
         logger.warning(
-            "%s: metadata from the %s merged into the file; the sidecar is now ignored", target, previous_origin
+            "%s: metadata from the %s merged into the file; the sidecar is now ignored", destination, previous_origin
         )
-    return Annotation(path=target, document=ordered, metadata=parsed, previous_origin=previous_origin)
+    return Annotation(path=destination, document=ordered, metadata=parsed, previous_origin=previous_origin)
 
 
 def _existing_document(path: Path, embedded: str | bytes | None, origin: str) -> tuple[dict[str, Any], str]:
@@ -167,10 +175,12 @@ def _existing_document(path: Path, embedded: str | bytes | None, origin: str) ->
         document = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(
-            f"{path}: existing metadata in {origin} is not valid JSON ({error}); use --replace to overwrite it"
+            f"{path}: existing metadata in {origin} is not valid JSON ({error})", hint="pass {replace} to overwrite it"
         ) from None
     if not isinstance(document, dict):
-        raise CheckpointError(f"{path}: existing metadata in {origin} is not a JSON object; use --replace")
+        raise CheckpointError(
+            f"{path}: existing metadata in {origin} is not a JSON object", hint="pass {replace} to overwrite it"
+        )
     return document, origin
 
 
@@ -184,7 +194,7 @@ def _uses_external_data(model: Any) -> bool:
 _RUN_CHECKED_KEYS = ("labels", "layout", "scores_output", "features_output")
 
 
-def _check_against_model(path: Path, metadata: CheckpointMetadata, target: Path) -> None:
+def _check_against_model(path: Path, metadata: CheckpointMetadata, destination: Path) -> None:
     """Check `metadata` against the model in `path` as `melep rank` would: a MetadataConflict if it contradicts it.
 
     The checkpoint is loaded on the CPU with this metadata (the input shape, declared outputs and widths are
@@ -198,7 +208,7 @@ def _check_against_model(path: Path, metadata: CheckpointMetadata, target: Path)
             return
         samples, error = run_zero_record(checkpoint)
     except MetadataConflict as conflict:
-        raise MetadataConflict(f"{conflict}; {target} not written") from None
+        raise MetadataConflict(f"{conflict}; {destination} not written") from None
     unchecked = [key for key in _RUN_CHECKED_KEYS if getattr(metadata, key) is not None]
     if error is not None and unchecked:
         logger.warning(
@@ -221,7 +231,7 @@ def _torchscript_extra_files(path: Path) -> dict[str, bytes]:
         return files
 
 
-def _annotate_torchscript(path: Path, target: Path, text: str) -> None:
+def _annotate_torchscript(path: Path, destination: Path, text: str) -> None:
     import torch
 
     extra_files: dict[str, Any] = dict.fromkeys(_torchscript_extra_files(path), "")
@@ -232,5 +242,5 @@ def _annotate_torchscript(path: Path, target: Path, text: str) -> None:
         raise CheckpointError(f"{path}: not a loadable TorchScript archive ({one_line(error)})") from None
     extra_files[EXTRA_FILE] = text
 
-    with atomic_path(target) as temporary, quiet_torch_jit():
+    with atomic_path(destination) as temporary, quiet_torch_jit():
         torch.jit.save(module, str(temporary), _extra_files=extra_files)

@@ -93,7 +93,7 @@ def cpu_threads() -> int:
 def check_threads(threads: int | None) -> int | None:
     """`threads` when it is None or a positive count, else a UsageError."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise UsageError(f"--threads must be a positive integer, got {threads!r}")
+        raise UsageError(f"must be a positive integer, got {threads!r}", parameter="threads")
     return threads
 
 

@@ -1,4 +1,4 @@
-"""Which device runs a checkpoint: `--device auto|cpu|cuda|cuda:N`, with `--strict-device` for no fallback.
+"""Which device runs a checkpoint: `device` auto|cpu|cuda|cuda:N, with `strict_device` for no fallback.
 
 torch and onnxruntime are imported here only when a checkpoint of theirs is loaded, so commands
 that need neither (`melep score`) start fast.
@@ -22,7 +22,7 @@ def parse_device(device: str) -> str:
     """The normalised device request, or a UsageError."""
     normalised = device.strip().lower()
     if not _DEVICE_PATTERN.match(normalised):
-        raise UsageError(f"--device: expected {DEVICE_HELP}, got {device!r}")
+        raise UsageError(f"expected {DEVICE_HELP}, got {device!r}", parameter="device")
     return normalised
 
 
@@ -32,10 +32,10 @@ def cuda_index(device: str) -> int:
 
 
 def fall_back_to_cpu(device: str, reason: str, *, strict: bool, where: str) -> str:
-    """'cpu' after a one-time warning, or a DeviceUnavailableError with strict (--strict-device)."""
+    """'cpu' after a one-time warning, or a DeviceUnavailableError with strict (strict_device)."""
     if strict:
-        raise DeviceUnavailableError(where, f"--device {device} with --strict-device, but {reason}")
-    message = f"--device {device}: {reason}; running on the CPU"
+        raise DeviceUnavailableError(where, f"device {device} with strict_device, but {reason}")
+    message = f"device {device}: {reason}; running on the CPU"
     if message not in _warned:
         _warned.add(message)
         logger.warning(message)
@@ -88,7 +88,7 @@ def parse_precision(precision: str) -> str:
     """The precision request in canonical form, or a UsageError."""
     normalised = precision.strip().lower()
     if normalised not in PRECISIONS:
-        raise UsageError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise UsageError(f"expected one of {', '.join(PRECISIONS)}, got {precision!r}", parameter="precision")
     return normalised
 
 
@@ -122,7 +122,7 @@ def torch_precision(precision: str, device: str) -> str:
         reason = f"{device} has no bfloat16 arithmetic"
     else:
         return precision
-    _warn_once(f"--precision {precision}: {reason}; TorchScript checkpoints on {device} run in float32")
+    _warn_once(f"precision {precision}: {reason}; TorchScript checkpoints on {device} run in float32")
     return "float32"
 
 
@@ -130,7 +130,7 @@ def onnx_precision(precision: str) -> str:
     """ONNX checkpoints always run in float32 (their graph fixes the arithmetic); a warning if asked otherwise."""
     precision = parse_precision(precision)
     if precision != "float32":
-        _warn_once(f"--precision {precision} applies to TorchScript checkpoints; ONNX checkpoints run as exported")
+        _warn_once(f"precision {precision} applies to TorchScript checkpoints; ONNX checkpoints run as exported")
     return "float32"
 
 

@@ -38,8 +38,10 @@ def discover_checkpoints(paths: Sequence[str | Path], *, recursive: bool = False
             inside = sorted(entry for entry in pattern if is_checkpoint_path(entry))
             if not inside:
                 where = "in or below" if recursive else "in"
-                hint = "" if recursive else " (use --recursive to search subdirectories)"
-                raise UsageError(f"{path}: no checkpoints ({', '.join(CHECKPOINT_SUFFIXES)} files) {where} it{hint}")
+                raise UsageError(
+                    f"{path}: no checkpoints ({', '.join(CHECKPOINT_SUFFIXES)} files) {where} it",
+                    hint=None if recursive else "pass {recursive} to search subdirectories",
+                )
             found.extend(inside)
         elif path.is_file():
             if path.suffix.lower() not in CHECKPOINT_SUFFIXES:

@@ -12,7 +12,6 @@ from rich.text import Text
 
 from melep_cli import report
 from melep_cli.checkpoints import annotate_checkpoint
-from melep_cli.checkpoints.metadata import KNOWN_KEYS
 from melep_cli.cli.app import (
     ActivationName,
     DebugOption,
@@ -108,9 +107,6 @@ def annotate_command(
     configure_logging(quiet=quiet)
     with cli_errors(debug):
         document = _read_json(from_json) if from_json is not None else None
-        unknown = [key for key in remove or [] if key not in KNOWN_KEYS]
-        if unknown:
-            raise UsageError(f"--remove: unknown metadata key {unknown[0]!r} (known: {', '.join(KNOWN_KEYS)})")
         result = annotate_checkpoint(
             checkpoint,
             output=output,

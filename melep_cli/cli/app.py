@@ -123,7 +123,7 @@ def cli_errors(debug: bool) -> Iterator[None]:
     except MelepError as error:
         if debug:
             traceback.print_exc(file=sys.stderr)
-        raise fail(str(error), error.exit_code) from None
+        raise fail(error_message(error), error.exit_code) from None
     except KeyboardInterrupt:
         raise fail("interrupted", EXIT_INTERRUPTED) from None
     except Exception as error:
@@ -133,6 +133,21 @@ def cli_errors(debug: bool) -> Iterator[None]:
             f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)",
             EXIT_INTERNAL,
         ) from None
+
+
+def error_message(error: MelepError) -> str:
+    """The error's message for the command line: the parameters it names called by the command's flags."""
+    return error.naming(flag_of)
+
+
+def flag_of(parameter: str) -> str:
+    """The running command's name for a library parameter: its option's first flag (`folds` -> `--folds`)
+    or its argument's metavar (`output` -> `OUTPUT`); the parameter's own name where the command has none."""
+    command = _RUNNING.get()
+    for param in command.params if command is not None else ():
+        if param.name == parameter:
+            return param.opts[0] if isinstance(param, TyperOption) else param.human_readable_name
+    return parameter
 
 
 def split_names(value: str | None) -> list[str] | None:
@@ -329,6 +344,8 @@ class _Writing:
 
 
 _WRITING: contextvars.ContextVar[_Writing | None] = contextvars.ContextVar("melep_writing", default=None)
+#: The command running (`flag_of` reads its options).
+_RUNNING: contextvars.ContextVar[TyperCommand | None] = contextvars.ContextVar("melep_running", default=None)
 
 
 #: An `Example:` (or `Examples:`) paragraph: one command per line, maybe one on the heading line.
@@ -499,6 +516,13 @@ class OutputCheckedCommand(HelpCommand):
     """
 
     def invoke(self, ctx: typer.Context) -> Any:
+        token = _RUNNING.set(self)
+        try:
+            return self._checked_invoke(ctx)
+        finally:
+            _RUNNING.reset(token)
+
+    def _checked_invoke(self, ctx: typer.Context) -> Any:
         roles = _roles(inspect.unwrap(self.callback)) if self.callback is not None else _Roles()
         if roles.output is None:
             return super().invoke(ctx)
@@ -515,7 +539,7 @@ class OutputCheckedCommand(HelpCommand):
                 resolved = output_format_for(explicit, output)
                 ctx.params[roles.format] = resolved
         except MelepError as error:
-            raise fail(str(error), error.exit_code) from None
+            raise fail(error_message(error), error.exit_code) from None
         quiet = bool(ctx.params.get(roles.quiet)) if roles.quiet is not None else False
         token = _WRITING.set(_Writing(format=resolved, quiet=quiet))
         try:

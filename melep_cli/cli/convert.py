@@ -22,21 +22,9 @@ from melep_cli.cli.app import (
     progress_bar,
     stderr_console,
 )
-from melep_cli.cli.target_options import (
-    TARGET_PANEL,
-    FoldsOption,
-    LabelsCsvOption,
-    LabelsOption,
-    LeadNamesOption,
-    MinPositivesOption,
-    PtbxlLabelsOption,
-    StrictOption,
-    TargetArgument,
-    TargetFormatOption,
-    TargetSamplingRateOption,
-    target_kwargs,
-)
+from melep_cli.cli.target_options import TARGET_PANEL, TargetArgument, takes_target_options
 from melep_cli.errors import UsageError
+from melep_cli.targets import TargetOptions
 from melep_cli.targets.convert import ConvertResult, convert
 
 
@@ -66,6 +54,7 @@ def _summary_table(result: ConvertResult) -> list[Table]:
 
 
 @app.command("convert")
+@takes_target_options
 def convert_command(
     source: TargetArgument,
     output: Annotated[
@@ -93,15 +82,7 @@ def convert_command(
         float | None,
         typer.Option("--source-rate", hidden=True, rich_help_panel=TARGET_PANEL),  # gone: a usage error saying so
     ] = None,
-    target_format: TargetFormatOption = None,
-    labels: LabelsOption = None,
-    labels_csv: LabelsCsvOption = None,
-    min_positives: MinPositivesOption = 10,
-    ptbxl_labels: PtbxlLabelsOption = None,
-    folds: FoldsOption = None,
-    sampling_rate: TargetSamplingRateOption = None,
-    strict: StrictOption = False,
-    lead_names: LeadNamesOption = None,
+    target_options: TargetOptions | None = None,
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", min=1, help="Records decoded per step.")] = 64,
     output_format: FormatOption = OutputFormat.table,
     quiet: QuietOption = False,
@@ -126,18 +107,7 @@ def convert_command(
                 "500 Hz files) and --resample HZ the rate they are written at"
             )
         # OUTPUT is an argument, not the shared --output: checked here, before the long decode.
-        check_output_path(output, [source, labels_csv], option="OUTPUT")
-        options = target_kwargs(
-            target_format=target_format,
-            labels=labels,
-            labels_csv=labels_csv,
-            min_positives=min_positives,
-            ptbxl_labels=ptbxl_labels,
-            folds=folds,
-            sampling_rate=sampling_rate,
-            strict=strict,
-            lead_names=lead_names,
-        )
+        check_output_path(output, [source, target_options and target_options.labels_csv], option="OUTPUT")
         with progress_bar("converting", quiet=quiet) as advance:
             result = convert(
                 source,
@@ -146,7 +116,7 @@ def convert_command(
                 seconds=seconds,
                 batch_size=batch_size,
                 progress=advance,
-                **options,
+                target_options=target_options,
             )
         text = None
         if output_format is OutputFormat.json:

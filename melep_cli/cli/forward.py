@@ -32,25 +32,14 @@ from melep_cli.cli.checkpoint_options import (
     StrictDeviceOption,
     ThreadsOption,
 )
-from melep_cli.cli.target_options import (
-    FoldsOption,
-    LabelsCsvOption,
-    LabelsOption,
-    LeadNamesOption,
-    MinPositivesOption,
-    PtbxlLabels,
-    PtbxlLabelsOption,
-    StrictOption,
-    TargetFormatOption,
-    TargetSamplingRateOption,
-    target_kwargs,
-)
+from melep_cli.cli.target_options import takes_target_options
 from melep_cli.errors import UsageError
 from melep_cli.forward_pass import forward
 from melep_cli.targets import TargetOptions
 
 
 @app.command("forward")
+@takes_target_options
 def forward_command(
     checkpoints: CheckpointsOption,
     target: Annotated[
@@ -70,15 +59,7 @@ def forward_command(
     batch_size: BatchSizeOption = None,
     threads: ThreadsOption = None,
     precision: PrecisionOption = PrecisionName.float32,
-    target_format: TargetFormatOption = None,
-    labels: LabelsOption = None,
-    labels_csv: LabelsCsvOption = None,
-    min_positives: MinPositivesOption = 10,
-    ptbxl_labels: PtbxlLabelsOption = PtbxlLabels.superclass,
-    folds: FoldsOption = None,
-    sampling_rate: TargetSamplingRateOption = None,
-    strict: StrictOption = False,
-    lead_names: LeadNamesOption = None,
+    target_options: TargetOptions | None = None,
     output_format: FormatOption = OutputFormat.table,
     output: OutputFileOption = None,
     quiet: QuietOption = False,
@@ -101,17 +82,6 @@ def forward_command(
         choice = cache_choice(cache, no_cache=False)
         if choice is None:
             raise UsageError("melep forward stores outputs: it needs a cache")
-        options = target_kwargs(
-            target_format=target_format,
-            labels=labels,
-            labels_csv=labels_csv,
-            min_positives=min_positives,
-            ptbxl_labels=ptbxl_labels,
-            folds=folds,
-            sampling_rate=sampling_rate,
-            strict=strict,
-            lead_names=lead_names,
-        )
         with progress_bar("forward", quiet=quiet) as update:
             result = forward(
                 checkpoints,
@@ -124,7 +94,7 @@ def forward_command(
                 threads=threads,
                 precision=precision.value,
                 progress=update,
-                target_options=TargetOptions(**options),
+                target_options=target_options,
             )
         text = None
         if output_format is OutputFormat.json:

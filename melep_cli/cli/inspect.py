@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from melep_cli import report
-from melep_cli.checkpoints import CHECKPOINT_SUFFIXES, inspect_checkpoint, is_checkpoint_path, parse_device
+from melep_cli.checkpoints import parse_device
 from melep_cli.cli.app import (
     EXIT_CHECKPOINT_FAILED,
     DebugOption,
@@ -26,42 +26,14 @@ from melep_cli.cli.app import (
     stderr_console,
 )
 from melep_cli.cli.checkpoint_options import DeviceOption, StrictDeviceOption
-from melep_cli.cli.target_options import (
-    FoldsOption,
-    LabelsCsvOption,
-    LabelsOption,
-    MinPositivesOption,
-    PtbxlLabels,
-    PtbxlLabelsOption,
-    StrictOption,
-    TargetFormatOption,
-    TargetSamplingRateOption,
-    target_kwargs,
-)
-from melep_cli.errors import CheckpointError, TargetError, UsageError
-from melep_cli.targets import detect_format, inspect_target
-
-
-def inspect_path(
-    path: Path, *, device: str = "auto", strict_device: bool = False, **target_options: Any
-) -> dict[str, Any]:
-    """Describe one path: a checkpoint (by extension and contents), else a target (HDF5, WFDB, PTB-XL)."""
-    if is_checkpoint_path(path):
-        return {"kind": "checkpoint", **inspect_checkpoint(path, device=device, strict_device=strict_device)}
-    if not path.exists():
-        raise UsageError(f"{path}: no such file or directory")
-    if target_options.get("target_format") is None:
-        try:
-            detect_format(path)
-        except TargetError:
-            raise UsageError(
-                f"{path}: neither a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}) nor a target "
-                "(an HDF5 file, a WFDB directory with *.hea records, or a PTB-XL directory)"
-            ) from None
-    return {"kind": "target", **inspect_target(path, **target_options)}
+from melep_cli.cli.target_options import takes_target_options
+from melep_cli.errors import CheckpointError, UsageError
+from melep_cli.inspecting import inspect_path
+from melep_cli.targets import TargetOptions
 
 
 @app.command("inspect")
+@takes_target_options
 def inspect_command(
     paths: Annotated[
         list[Path],
@@ -72,14 +44,7 @@ def inspect_command(
     ],
     device: DeviceOption = "auto",
     strict_device: StrictDeviceOption = False,
-    target_format: TargetFormatOption = None,
-    labels: LabelsOption = None,
-    labels_csv: LabelsCsvOption = None,
-    min_positives: MinPositivesOption = 10,
-    ptbxl_labels: PtbxlLabelsOption = PtbxlLabels.superclass,
-    folds: FoldsOption = None,
-    sampling_rate: TargetSamplingRateOption = None,
-    strict: StrictOption = False,
+    target_options: TargetOptions | None = None,
     output_format: FormatOption = OutputFormat.table,
     output: OutputFileOption = None,
     quiet: QuietOption = False,
@@ -99,20 +64,12 @@ def inspect_command(
     failed = False
     with cli_errors(debug):
         parse_device(device)
-        options = target_kwargs(
-            target_format=target_format,
-            labels=labels,
-            labels_csv=labels_csv,
-            min_positives=min_positives,
-            ptbxl_labels=ptbxl_labels,
-            folds=folds,
-            sampling_rate=sampling_rate,
-            strict=strict,
-        )
         documents: list[dict[str, Any]] = []
         for path in paths:
             try:
-                documents.append(inspect_path(path, device=device, strict_device=strict_device, **options))
+                documents.append(
+                    inspect_path(path, device=device, strict_device=strict_device, target_options=target_options)
+                )
             except CheckpointError as error:
                 if len(paths) == 1:
                     raise

@@ -35,25 +35,14 @@ from melep_cli.cli.checkpoint_options import (
     StrictDeviceOption,
     ThreadsOption,
 )
-from melep_cli.cli.target_options import (
-    FoldsOption,
-    LabelsCsvOption,
-    LabelsOption,
-    LeadNamesOption,
-    MinPositivesOption,
-    PtbxlLabels,
-    PtbxlLabelsOption,
-    StrictOption,
-    TargetFormatOption,
-    TargetSamplingRateOption,
-    target_kwargs,
-)
+from melep_cli.cli.target_options import takes_target_options
 from melep_cli.errors import UsageError
 from melep_cli.ranking import RankReport, rank
 from melep_cli.targets import TargetOptions
 
 
 @app.command("rank")
+@takes_target_options
 def rank_command(
     checkpoints: CheckpointsOption,
     target: Annotated[
@@ -92,15 +81,7 @@ def rank_command(
         int | None,
         typer.Option("--top", metavar="N", min=1, help="Show only the N best checkpoints (failures still listed)."),
     ] = None,
-    target_format: TargetFormatOption = None,
-    labels: LabelsOption = None,
-    labels_csv: LabelsCsvOption = None,
-    min_positives: MinPositivesOption = 10,
-    ptbxl_labels: PtbxlLabelsOption = PtbxlLabels.superclass,
-    folds: FoldsOption = None,
-    sampling_rate: TargetSamplingRateOption = None,
-    strict: StrictOption = False,
-    lead_names: LeadNamesOption = None,
+    target_options: TargetOptions | None = None,
     output_format: FormatOption = OutputFormat.table,
     output: OutputFileOption = None,
     quiet: QuietOption = False,
@@ -123,17 +104,6 @@ def rank_command(
         parse_device(device)
         if pairs and output_format is OutputFormat.csv:
             raise UsageError("--pairs needs --format json or table: a CSV row cannot hold the phi matrices")
-        options = target_kwargs(
-            target_format=target_format,
-            labels=labels,
-            labels_csv=labels_csv,
-            min_positives=min_positives,
-            ptbxl_labels=ptbxl_labels,
-            folds=folds,
-            sampling_rate=sampling_rate,
-            strict=strict,
-            lead_names=lead_names,
-        )
         choice = cache_choice(cache, no_cache)
         with progress_bar("ranking", quiet=quiet) as update:
             result = rank(
@@ -149,7 +119,7 @@ def rank_command(
                 progress=update,
                 threads=threads,
                 precision=precision.value,
-                target_options=TargetOptions(**options),
+                target_options=target_options,
             )
         if top is not None:
             result = result.top(top)

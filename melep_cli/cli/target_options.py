@@ -1,21 +1,25 @@
 """Options that choose a target's records and labels, shared by `rank`, `forward`, `inspect` and `convert`.
 
-Use the Annotated types as parameter annotations and `target_kwargs(...)` to turn the values into
-`open_target` keyword arguments. An option the user did not give reaches `open_target` as None (the
-`--ptbxl-labels` callback sees to it even where a command declares the default superclass), so that
-only options really given for another format are usage errors.
+A command takes them as one `TargetOptions` through `@takes_target_options`. An option the user did
+not give reaches TargetOptions as None (the `--ptbxl-labels` callback sees to it although help shows
+the default superclass), so that only options really given for another format are usage errors.
 """
 
 from __future__ import annotations
 
+import inspect
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from melep_cli.cli.app import choice_enum, split_names
-from melep_cli.targets.opener import TARGET_FORMATS
+from melep_cli.cli.app import choice_enum, cli_errors
+from melep_cli.targets.opener import TARGET_FORMATS, TargetOptions
 from melep_cli.targets.ptbxl import LABEL_LEVELS
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 TARGET_PANEL = "Target"
 
@@ -139,31 +143,52 @@ LeadNamesOption = Annotated[
 ]
 
 
-def target_kwargs(
-    *,
-    target_format: TargetFormat | str | None = None,
-    labels: str | None = None,
-    labels_csv: Path | None = None,
-    min_positives: int = 10,
-    ptbxl_labels: PtbxlLabels | str | None = None,
-    folds: str | None = None,
-    sampling_rate: float | None = None,
-    strict: bool = False,
-    lead_names: str | None = None,
-) -> dict[str, Any]:
-    """The CLI's target option values as `open_target` keyword arguments.
+#: The target options every command that opens a target takes, in the order help lists them:
+#: name -> (annotation, default). The names are TargetOptions' fields.
+TARGET_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "target_format": (TargetFormatOption, None),
+    "labels": (LabelsOption, None),
+    "labels_csv": (LabelsCsvOption, None),
+    "min_positives": (MinPositivesOption, TargetOptions().min_positives),
+    "ptbxl_labels": (PtbxlLabelsOption, PtbxlLabels.superclass),  # shown as the default; given_only makes it None
+    "folds": (FoldsOption, None),
+    "sampling_rate": (TargetSamplingRateOption, None),
+    "strict": (StrictOption, False),
+    "lead_names": (LeadNamesOption, None),
+}
 
-    None means "not given" (open_target's defaults apply); a value given for a format it does not apply
-    to is open_target's usage error.
+
+def takes_target_options(command: _Command) -> _Command:
+    """Declare the target options once for every command that opens a target.
+
+    `command` has a parameter `target_options` (annotated `TargetOptions | None`, default None); the
+    returned function has TARGET_OPTIONS' parameters in its place, as Typer reads them, and calls
+    `command` with the one TargetOptions they make (a bad value is one error line naming the flag, as
+    `cli_errors` shows every UsageError). Apply it below `@app.command`.
     """
-    return {
-        "lead_names": split_names(lead_names),
-        "target_format": target_format.value if isinstance(target_format, TargetFormat) else target_format,
-        "labels": split_names(labels),
-        "labels_csv": labels_csv,
-        "min_positives": min_positives,
-        "ptbxl_labels": ptbxl_labels.value if isinstance(ptbxl_labels, PtbxlLabels) else ptbxl_labels,
-        "folds": folds,
-        "sampling_rate": sampling_rate,
-        "strict": strict,
-    }
+    hints = typing.get_type_hints(command, include_extras=True)
+    signature = inspect.signature(command)
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        if parameter.name != "target_options":
+            parameters.append(parameter.replace(annotation=hints[parameter.name]))
+            continue
+        parameters.extend(
+            inspect.Parameter(name, parameter.kind, annotation=annotation, default=default)
+            for name, (annotation, default) in TARGET_OPTIONS.items()
+        )
+    if len(parameters) == len(signature.parameters):
+        raise TypeError(f"{command.__name__} has no target_options parameter")
+
+    def with_target_options(**values: Any) -> Any:
+        with cli_errors(bool(values.get("debug"))):
+            options = TargetOptions(**{name: values.pop(name) for name in TARGET_OPTIONS})
+        return command(**values, target_options=options)
+
+    # The annotations are objects, not strings: Typer and `_roles` (which finds --labels-csv as an input
+    # that --output may not replace) read them off this function.
+    with_target_options.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    with_target_options.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    for attribute in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(with_target_options, attribute, getattr(command, attribute))
+    return typing.cast(_Command, with_target_options)

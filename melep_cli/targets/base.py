@@ -134,7 +134,7 @@ class Target:
 
     @property
     def label_files(self) -> list[Path]:
-        """Label files beside the target itself (a --labels-csv)."""
+        """Label files beside the target itself (a labels_csv)."""
         return [self._labels_csv] if getattr(self, "_labels_csv", None) is not None else []
 
     @property
@@ -369,7 +369,8 @@ def select_labels(
     `requested` None: every label with at least `min_positives` positives and at least one negative (every
     label at all inside `every_label()`). Otherwise the requested labels in that order, each matched by name
     or alias (SNOMED code, an equivalent abbreviation), case-insensitively; a name that matches nothing is a
-    TargetError that lists what exists. `elsewhere` maps names that exist under other options to a hint.
+    TargetError that lists what exists. `elsewhere` maps names that exist under other options to a hint
+    (a MelepError hint template: {parameter} for each parameter it names).
     """
     names = list(names)
     if not names:
@@ -394,7 +395,8 @@ def select_labels(
             counts = ", ".join(f"{names[j]} {positives[j]}" for j in np.argsort(-positives, kind="stable")[:10])
             raise TargetError(
                 f"{source}: no label has at least {min_positives} positives and one negative among "
-                f"{matrix.shape[0]} records (most frequent: {counts or 'none'}); lower --min-positives or pass --labels"
+                f"{matrix.shape[0]} records (most frequent: {counts or 'none'})",
+                hint="lower {min_positives} or pass {labels}",
             )
         return tuple(names[j] for j in keep), matrix[:, keep], left_out
 
@@ -413,18 +415,25 @@ def select_labels(
         elif j not in chosen:
             chosen.append(j)
     if missing:
-        hints = [f"{name} {elsewhere[name.casefold()]}" for name in missing if name.casefold() in (elsewhere or {})]
+        hints = [
+            f"{_literal(name)} {elsewhere[name.casefold()]}" for name in missing if name.casefold() in (elsewhere or {})
+        ]
         listing = ", ".join(names[:60]) + (f", ... ({len(names)} in all)" if len(names) > 60 else "")
         raise TargetError(
             f"{source}: label{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found"
-            + (f" ({'; '.join(hints)})" if hints else "")
-            + f"; labels here: {listing or 'none'}"
+            f"; labels here: {listing or 'none'}",
+            hint="; ".join(hints) or None,
         )
     for j in chosen:
         if positives[j] == 0 or negatives[j] == 0:
             kind = "no positive" if positives[j] == 0 else "no negative"
             log.warning(f"{source}: label {names[j]} has {kind} record; its MELEP term is degenerate")
     return tuple(names[j] for j in chosen), matrix[:, chosen], []
+
+
+def _literal(text: str) -> str:
+    """`text` (a label name from a file) as it reads inside a MelepError hint template."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 # -- folds ---------------------------------------------------------------------------------------------------------
@@ -443,14 +452,14 @@ def parse_folds(value: str | int | Iterable[int] | None) -> frozenset[int] | Non
             continue
         match = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
         if match is None:
-            raise UsageError(f"--folds: expected numbers and ranges like '9,10' or '1-8', got {value!r}")
+            raise UsageError(f"expected numbers and ranges like '9,10' or '1-8', got {value!r}", parameter="folds")
         if match.group(3) is not None:
             folds.add(int(match.group(3)))
         else:
             first, last = int(match.group(1)), int(match.group(2))
             if first > last:
-                raise UsageError(f"--folds: range {part!r} runs backwards")
+                raise UsageError(f"range {part!r} runs backwards", parameter="folds")
             folds.update(range(first, last + 1))
     if not folds:
-        raise UsageError(f"--folds: no fold in {value!r}")
+        raise UsageError(f"no fold in {value!r}", parameter="folds")
     return frozenset(folds)

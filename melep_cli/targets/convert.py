@@ -5,7 +5,7 @@ file without the attribute), optionally resampled to `resample` Hz (scipy.signal
 factors of `preprocess.resampling_factors`, as `prepare` resamples) and cropped / zero-padded to a fixed
 duration. The file's `sampling_rate` is the output rate, its `source_sampling_rates` the rates read.
 
-Without --seconds, records of different lengths are zero-padded to the longest and their true lengths
+Without `seconds`, records of different lengths are zero-padded to the longest and their true lengths
 stored in a `lengths` dataset (an extension of the layout), which the HDF5 reader uses to give every
 record back at its own length: nothing is lost and nothing is invented. The file is written under a
 temporary name next to the output and renamed when complete.
@@ -17,7 +17,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
@@ -26,7 +25,7 @@ from melep_cli.atomic import atomic_path
 from melep_cli.errors import TargetError, UsageError
 from melep_cli.preprocess import resampling_factors
 from melep_cli.targets.base import Target
-from melep_cli.targets.opener import NotApplicableError, open_target
+from melep_cli.targets.opener import NotApplicableError, TargetOptions, target_of
 
 log = logging.getLogger("melep")
 
@@ -130,7 +129,7 @@ def convert(
     batch_size: int = 64,
     progress: ProgressCallback | None = None,
     compression_level: int = 4,
-    **target_options: Any,
+    target_options: TargetOptions | None = None,
 ) -> ConvertResult:
     """Write the records of `source` (any target, or an opened Target) to the HDF5 file `output`.
 
@@ -138,30 +137,21 @@ def convert(
     seconds: crop / zero-pad every record to this duration; default: keep lengths (see module docstring).
     progress: called with (records processed, records in the target) after every batch.
     `target_options` open `source` as `open_target` does (sampling_rate: the rate the records are read at,
-    PTB-XL's 100 or 500 Hz files; labels, folds, lead_names, strict, ...); none with an opened Target.
+    PTB-XL's 100 or 500 Hz files; labels, folds, lead_names, strict, ...); None with an opened Target.
     """
-    if "source_rate" in target_options:
-        raise TypeError(
-            "convert(): source_rate is now sampling_rate (the rate the records are read at, as in open_target); "
-            "resample=HZ gives the output rate"
-        )
     output = Path(output)
     if resample is not None and not (np.isfinite(resample) and resample > 0):
-        raise UsageError(f"--resample must be a positive number of Hz, got {resample}")
+        raise UsageError(f"must be a positive number of Hz, got {resample}", parameter="resample")
     if seconds is not None and not (np.isfinite(seconds) and seconds > 0):
-        raise UsageError(f"--seconds must be a positive number, got {seconds}")
-    if isinstance(source, Target):
-        given = sorted(name for name, value in target_options.items() if value is not None)
-        if given:
-            raise UsageError(f"{source.path}: {', '.join(given)}: the target is already open with its own options")
-        target = source
-    else:
-        try:
-            target = open_target(source, **target_options)
-        except NotApplicableError as error:
-            if error.option != "sampling_rate":
-                raise
-            raise UsageError(f"{error}; to resample the records use --resample HZ") from None
+        raise UsageError(f"must be a positive number, got {seconds}", parameter="seconds")
+    try:
+        target = target_of(source, target_options)
+    except NotApplicableError as error:
+        if error.option != "sampling_rate":
+            raise
+        raise NotApplicableError(
+            error.path, error.option, error.target_format, hint="to resample the records use {resample} HZ"
+        ) from None
     if output.exists() and output.resolve() == target.path.resolve():
         raise UsageError(f"{output}: the output would overwrite the source")
     try:
@@ -199,7 +189,8 @@ def _write(
         elif resample is None and abs(batch.sampling_rate - rate) > 1e-9:
             raise TargetError(
                 f"{target.path}: records have different sampling rates ({rate:g} and {batch.sampling_rate:g} Hz, "
-                f"e.g. record {batch.ids[0]}); pass --resample HZ to resample them to one"
+                f"e.g. record {batch.ids[0]})",
+                hint="pass {resample} HZ to resample them to one",
             )
         if not leads:
             leads = batch.leads
@@ -208,7 +199,7 @@ def _write(
         if seconds is not None:
             fixed = round(seconds * rate)
             if fixed < 1:
-                raise UsageError(f"--seconds {seconds:g} at {rate:g} Hz is less than one sample")
+                raise UsageError(f"{seconds:g} at {rate:g} Hz is less than one sample", parameter="seconds")
             records = [fit_length(record, fixed) for record in records]
         longest = max(record.shape[0] for record in records)
         if signals is None:
@@ -239,7 +230,7 @@ def _write(
     if padded:
         log.warning(
             f"{output}: records differ in length ({min(lengths)} to {max(lengths)} samples); zero-padded to the "
-            "longest, true lengths stored in 'lengths' (readers crop to them); --seconds gives one fixed length"
+            "longest, true lengths stored in 'lengths' (readers crop to them); seconds gives one fixed length"
         )
     return ConvertResult(
         output=output,

@@ -112,7 +112,9 @@ class Hdf5Target(Target):
                 rows = np.arange(count, dtype=np.int64)
                 label_source = f"{path}:labels"
             else:
-                raise TargetError(f"{path}: no 'labels' dataset; pass --labels-csv with one 0/1 column per label")
+                raise TargetError(
+                    f"{path}: no 'labels' dataset", hint="pass {labels_csv}, a CSV with one 0/1 column per label"
+                )
         label_names, label_matrix, excluded_labels = select_labels(
             names, matrix, labels, min_positives=min_positives, source=path, aliases=aliases, elsewhere=elsewhere
         )
@@ -141,15 +143,15 @@ class Hdf5Target(Target):
                 raise TargetError(f"{path}: attribute sampling_rate {stored!r} is not a number") from None
             if given is not None and abs(given - rate) > 1e-9:
                 raise UsageError(
-                    f"{path}: --sampling-rate {given:g} contradicts the file's sampling_rate attribute {rate:g}"
+                    f"{given:g} contradicts the sampling_rate attribute {rate:g} of {path}", parameter="sampling_rate"
                 )
         elif given is not None:
             rate = float(given)
         elif signals.name.endswith("tracings"):
             rate = CODE15_SAMPLING_RATE
-            log.warning(f"{path}: no sampling_rate attribute; assuming CODE-15%'s {rate:g} Hz (--sampling-rate)")
+            log.warning(f"{path}: no sampling_rate attribute; assuming CODE-15%'s {rate:g} Hz (sampling_rate)")
         else:
-            raise TargetError(f"{path}: no sampling_rate attribute on the file or dataset; pass --sampling-rate")
+            raise TargetError(f"{path}: no sampling_rate attribute on the file or dataset", hint="pass {sampling_rate}")
         if not (np.isfinite(rate) and rate > 0):
             raise TargetError(f"{path}: sampling_rate {rate!r} is not a positive number")
         return rate

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from melep_cli.targets.base import count_noun, every_label, label_shortfall
-from melep_cli.targets.opener import open_target
+from melep_cli.targets.opener import TargetOptions, open_target
 
 log = logging.getLogger("melep")
 
@@ -25,25 +25,27 @@ log = logging.getLogger("melep")
 def inspect_target(
     path: str | Path,
     *,
+    target_options: TargetOptions | None = None,
     decode: bool = True,
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
-    **target_options: Any,
 ) -> dict[str, Any]:
     """Describe the target at `path`; with decode=True read every record to find rates, lengths and skips.
 
     `target_options` select records and labels as in `open_target` (labels, min_positives, folds, ...).
     """
-    labels = target_options.get("labels")
-    min_positives = target_options.get("min_positives", 10)
+    options = target_options if target_options is not None else TargetOptions()
+    labels, min_positives = options.labels, options.min_positives
     if labels is None:
         with every_label():  # the counts of every label, also those below the threshold (marked)
-            target = open_target(path, **target_options)
+            target = open_target(path, options)
     else:
-        target = open_target(path, **target_options)
+        target = open_target(path, options)
     info = target.describe()
     info["label_selection"] = (
-        "--labels" if labels is not None else f"every label with >= {min_positives} positives and >= 1 negative"
+        "the labels asked for"
+        if labels is not None
+        else f"every label with >= {min_positives} positives and >= 1 negative"
     )
     info["all_labels"] = _mark_selection(info["labels"], len(target), None if labels is not None else min_positives)
     info["labels"] = [
@@ -54,7 +56,7 @@ def inspect_target(
     if not info["labels"]:
         log.warning(
             f"{target.path}: no label has at least {min_positives} positives and one negative among "
-            f"{count_noun(len(target), 'record')}; `melep rank` needs a lower --min-positives or --labels"
+            f"{count_noun(len(target), 'record')}; rank needs a lower min_positives, or labels by name"
         )
     info["decoded"] = decode
     if decode:
@@ -93,7 +95,7 @@ def inspect_target(
 def _mark_selection(entries: list[dict[str, Any]], records: int, min_positives: int | None) -> list[dict[str, Any]]:
     """Every label entry with `selected` (what `melep rank` would use) and, when left out, a `note` saying why.
 
-    min_positives None: the labels were requested (--labels), all of them are selected.
+    min_positives None: the labels were asked for by name, all of them are selected.
     """
     marked = []
     for entry in entries:

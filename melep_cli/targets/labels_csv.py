@@ -1,4 +1,4 @@
-"""Labels from a CSV (`--labels-csv`): one row per record id, one 0/1 column per label.
+"""Labels from a CSV (`labels_csv`): one row per record id, one 0/1 column per label.
 
 The CODE-15% `exams.csv` has this shape. Rows are matched to records by id, never by position;
 ids on either side without a partner are reported.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -10,7 +10,7 @@ from typing import Any
 
 import h5py
 
-from melep_cli.errors import TargetError, UsageError
+from melep_cli.errors import TargetError, UsageError, fill_names
 from melep_cli.matrices import HDF5_SUFFIXES
 from melep_cli.targets.base import Target, parse_folds
 from melep_cli.targets.hdf5 import Hdf5Target
@@ -27,9 +27,10 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
     "sampling_rate": ("ptbxl", "hdf5"),
 }
 _FORMAT_NAMES = {"hdf5": "HDF5", "wfdb": "WFDB", "ptbxl": "PTB-XL"}
-#: Why an option does not apply, where that helps: (option, format) -> the end of the message.
+#: Why an option does not apply, where that helps: (option, format) -> the end of the message, with
+#: {parameter} for each other parameter it names (see NotApplicableError.naming).
 _WHY_NOT = {
-    ("labels_csv", "ptbxl"): "PTB-XL labels come from scp_codes; for your own CSV read it as target_format wfdb",
+    ("labels_csv", "ptbxl"): "PTB-XL labels come from scp_codes; for your own CSV read it as {target_format} wfdb",
     ("sampling_rate", "wfdb"): "WFDB headers give the rate",
 }
 
@@ -37,20 +38,18 @@ _WHY_NOT = {
 class NotApplicableError(UsageError):
     """A target option given for a format it does not apply to (e.g. ptbxl_labels on an HDF5 file)."""
 
-    def __init__(self, path: Path, option: str, target_format: str) -> None:
+    def __init__(self, path: Path, option: str, target_format: str, *, hint: str | None = None) -> None:
         self.path = path
         self.option = option
         self.target_format = target_format
-        super().__init__(self._why(), parameter=option)
+        formats = " and ".join(_FORMAT_NAMES[name] for name in APPLIES_TO[option])
+        super().__init__(f"applies to {formats} targets only", parameter=option, hint=hint)
 
-    def _why(self) -> str:
-        formats = " and ".join(_FORMAT_NAMES[name] for name in APPLIES_TO[self.option])
+    def naming(self, name_of: Callable[[str], str] = str) -> str:
         why = _WHY_NOT.get((self.option, self.target_format))
-        this = f"this is {self.target_format}" + (f": {why}" if why else "")
-        return f"applies to {formats} targets only ({this})"
-
-    def naming(self, name: str) -> str:
-        return f"{self.path}: {name} {self.detail}"
+        this = f"this is {self.target_format}" + (f": {fill_names(why, name_of)}" if why else "")
+        hint = f"; {fill_names(self.hint, name_of)}" if self.hint else ""
+        return f"{self.path}: {name_of(self.option)} {self.detail} ({this}){hint}"
 
 
 def check_applicable(path: Path, target_format: str, given: dict[str, object]) -> None:
