@@ -91,7 +91,7 @@ class PtbxlTarget(Target):
         strict: bool = False,
     ) -> None:
         if ptbxl_labels not in LABEL_LEVELS:
-            raise UsageError(f"--ptbxl-labels: {ptbxl_labels!r} is not one of {', '.join(LABEL_LEVELS)}")
+            raise UsageError(f"{ptbxl_labels!r} is not one of {', '.join(LABEL_LEVELS)}", parameter="ptbxl_labels")
         rate = 100 if sampling_rate is None else round(float(sampling_rate))
         if rate not in FILE_COLUMNS or abs(float(sampling_rate or rate) - rate) > 1e-9:
             raise UsageError(f"{path}: PTB-XL records exist at 100 and 500 Hz, not {sampling_rate:g}")
@@ -166,14 +166,14 @@ class PtbxlTarget(Target):
 
     @staticmethod
     def _elsewhere(statements: dict[str, dict[str, str]], level: str) -> dict[str, str]:
-        """For a label not found at this level: which --ptbxl-labels level has it."""
+        """For a label not found at this level: which ptbxl_labels level has it (hint templates)."""
         hints: dict[str, str] = {}
         for other in LABEL_LEVELS:
             if other == level:
                 continue
             names = {label for code in statements for label in statement_labels(statements, [code], other)}
             for name in names:
-                hints.setdefault(name.casefold(), f"is a PTB-XL {other} label: pass --ptbxl-labels {other}")
+                hints.setdefault(name.casefold(), f"is a PTB-XL {other} label: pass {{ptbxl_labels}} {other}")
         return hints
 
     def source_files(self) -> list[Path]:
