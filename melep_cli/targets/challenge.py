@@ -35,7 +35,7 @@ from melep_cli.targets.wfdb_header import (
     parse_header,
 )
 
-#: This module's names and the header parser's that the tests and benchmarks import from here.
+#: This module's names, and the header parser's names that the tests import from here.
 __all__ = [
     "INVALID_SAMPLE",
     "DxMapping",
