@@ -1,7 +1,7 @@
-"""Shared pieces of the benchmark scripts: machine description, timing, real ECG input, results.
+"""Shared pieces of the benchmarks: the machine, round-robin timing, real ECG input, the paper's models, results.
 
-Every figure the benchmarks report is a ratio of two timings taken in the same run on the same
-machine; absolute times are written beside the ratios for context only.
+Every figure is a ratio of two timings taken in the same run on the same machine (configurations timed
+round-robin, medians of the rounds); absolute times are written beside them for context only.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,45 @@ REPO_ROOT = BENCHMARKS_DIR.parent
 RESULTS_DIR = BENCHMARKS_DIR / "results"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 PTBXL_DIR = SHARED_DATA / "ptbxl"
+CINC_DIR = SHARED_DATA / "cinc2021"
+SAMPLE_DIR = REPO_ROOT / "sample_data"
 
-# The scripts run as `python benchmarks/<name>.py`: make this checkout's melep_cli the one imported.
+# `python benchmarks/<name>.py` imports this checkout's melep_cli, and so do the CLI processes started here.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+ENVIRONMENT = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
-# melep's outputs store defaults to $MELEP_CACHE, else ~/.cache/melep. Every benchmark passes `cache=None`,
-# `--no-cache` or a scratch directory of its own; this process and its children (which inherit the variable)
-# still never read or fill the user's cache: the default is a scratch directory removed at exit.
+# Every timed rank passes cache=None / --no-cache or a scratch directory of its own; whatever else runs here (and in
+# child processes, which inherit the variable) never reads or fills the user's outputs store either.
 _SCRATCH_CACHE = tempfile.mkdtemp(prefix="melep-bench-cache-")
 atexit.register(shutil.rmtree, _SCRATCH_CACHE, ignore_errors=True)
-os.environ["MELEP_CACHE"] = _SCRATCH_CACHE
+os.environ["MELEP_CACHE"] = ENVIRONMENT["MELEP_CACHE"] = _SCRATCH_CACHE
+
+NOISE_NOTE = (
+    "Timings are noisy: the machine may be shared with other processes (see load_average_at_start). "
+    "Compare ratios taken in the same run, not absolute times across runs."
+)
 
 
+def melep_command(*arguments: str) -> list[str]:
+    """The `melep` CLI as a fresh process (`python -m melep_cli`, what the `melep` script runs)."""
+    return [sys.executable, "-m", "melep_cli", *arguments]
+
+
+def skipped(reason: str) -> dict[str, Any]:
+    """What a benchmark that cannot run here returns (run_all reports it as skipped, not failed)."""
+    print(f"skipping: {reason}")
+    return {"skipped": reason}
+
+
+def missing_ptbxl() -> dict[str, Any] | None:
+    """`skipped(...)` when the shared PTB-XL records are absent, else None."""
+    if (PTBXL_DIR / "ptbxl_database.csv").is_file():
+        return None
+    return skipped(f"PTB-XL not found at {PTBXL_DIR}")
+
+
+# ----- the machine ----------------------------------------------------------------------------------------------
 def physical_cores() -> int:
     """Physical cores usable by this process (hyper-threads not counted), from /proc/cpuinfo."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -48,107 +73,87 @@ def physical_cores() -> int:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return usable
-    cores: set[tuple[str, str]] = set()
-    physical_id = core_id = ""
+    cores, physical_id = set(), ""
     for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
+        key, _, value = (part.strip() for part in line.partition(":"))
         if key == "physical id":
             physical_id = value
         elif key == "core id":
-            core_id = value
-        elif not key and (physical_id or core_id):
-            cores.add((physical_id, core_id))
-            physical_id = core_id = ""
-    if physical_id or core_id:
-        cores.add((physical_id, core_id))
+            cores.add((physical_id, value))
     return max(1, min(usable, len(cores) or usable))
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (platform.processor() elsewhere)."""
+def _proc_field(path: str, prefix: str) -> str | None:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return next((line for line in Path(path).read_text().splitlines() if line.startswith(prefix)), None)
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return None
 
 
 def machine_description() -> dict[str, Any]:
     """What the numbers were measured on, written into every results file."""
     import torch
 
+    model = _proc_field("/proc/cpuinfo", "model name")
+    memory = _proc_field("/proc/meminfo", "MemTotal:")
     description: dict[str, Any] = {
-        "cpu": cpu_model(),
+        "cpu": model.split(":", 1)[1].strip() if model else platform.processor() or platform.machine(),
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "physical_cores": physical_cores(),
-        "memory_gib": _memory_gib(),
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "memory_gib": round(int(memory.split()[1]) / 2**20, 1) if memory else None,
+        "load_average_at_start": list(os.getloadavg()),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     try:
         import onnxruntime
 
         description["onnxruntime"] = onnxruntime.__version__
-        description["onnxruntime_providers"] = onnxruntime.get_available_providers()
     except ImportError:
         description["onnxruntime"] = None
     return description
 
 
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
+# ----- timing ---------------------------------------------------------------------------------------------------
+def round_robin(configurations: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each configuration per round; each round starts one configuration later, so a burst of load
+    from another process hits them alike and none always runs right after the same one."""
+    names = list(configurations)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            configurations[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
-def time_call(
-    function: Callable[[], object], *, repeats: int, warmup: int = 1, sync: Callable[[], None] | None = None
-) -> dict[str, Any]:
-    """Median (and min/max) seconds of `repeats` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        function()
-        if sync:
-            sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - start)
+def summary(times: list[float], records: int) -> dict[str, Any]:
+    """Median, min and max seconds of the rounds, and records per second."""
+    median = statistics.median(times)
     return {
-        "median_s": statistics.median(times),
+        "median_s": median,
         "min_s": min(times),
         "max_s": max(times),
-        "repeats": repeats,
-        "warmup": warmup,
+        "records": records,
+        "records_per_s": records / median,
+        "records_per_s_best_round": records / min(times),
+        "rounds": times,
     }
 
 
+# ----- input and checkpoints --------------------------------------------------------------------------------------
 def load_ptbxl_signals(count: int, *, samples: int = 1000) -> tuple[np.ndarray, str]:
-    """`count` PTB-XL 100 Hz records as float32 (count, 12, samples) in mV, and where they came from.
-
-    Records are repeated when `count` exceeds what is on disk. Without the shared data the
-    benchmark still runs, on random data, and the returned description says so.
-    """
+    """`count` PTB-XL 100 Hz records as float32 (count, 12, samples) in mV (repeated when there are fewer on disk),
+    and where they came from; random data, said so, without the shared data."""
     records_dir = PTBXL_DIR / "records100"
     headers = sorted(records_dir.glob("*/*.hea")) if records_dir.is_dir() else []
     if not headers:
-        rng = np.random.default_rng(0)
-        signals = rng.standard_normal((count, 12, samples), dtype=np.float32) * np.float32(0.3)
+        signals = np.random.default_rng(0).standard_normal((count, 12, samples), dtype=np.float32) * np.float32(0.3)
         return signals, f"random N(0, 0.3 mV) data: PTB-XL records not found at {records_dir}"
     import wfdb
 
@@ -158,18 +163,72 @@ def load_ptbxl_signals(count: int, *, samples: int = 1000) -> tuple[np.ndarray, 
         values, _ = wfdb.rdsamp(str(header.with_suffix("")))
         length = min(samples, values.shape[0])
         decoded[index, :, :length] = np.nan_to_num(values[:length].T)
-    signals = decoded[np.arange(count) % unique]
-    return signals, f"PTB-XL 100 Hz records from {records_dir} ({unique} distinct records, repeated to {count})"
+    return decoded[np.arange(count) % unique], f"PTB-XL 100 Hz records from {records_dir} ({unique} distinct)"
 
 
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    """Write `benchmarks/results/<name>.json` (machine description added) and return its path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
-    document = {"benchmark": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **payload}
+def ptbxl_subset(count: int, directory: Path) -> Path:
+    """A PTB-XL tree of the first `count` records of the shared PTB-XL (CSV rows copied, records100 and records500
+    linked): the same records, in the same order, as `naive_baseline.ptbxl_target(PTBXL_DIR, count)`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PTBXL_DIR / "scp_statements.csv", directory / "scp_statements.csv")
+    for records in ("records100", "records500"):
+        if (PTBXL_DIR / records).is_dir():
+            (directory / records).symlink_to(PTBXL_DIR / records)
+    with (
+        (PTBXL_DIR / "ptbxl_database.csv").open(newline="") as source,
+        (directory / "ptbxl_database.csv").open("w", newline="") as copy,
+    ):
+        reader, writer = csv.reader(source), csv.writer(copy)
+        writer.writerow(next(reader))
+        writer.writerows(row for _, row in zip(range(count), reader))
+    return directory
+
+
+def export_paper_models(names: tuple[str, ...], directory: Path, quick: bool) -> dict[str, dict[str, Any]]:
+    """The paper's models (BatchNorm calibrated on PTB-XL) as TorchScript and ONNX checkpoints, with the modules."""
+    import models
+    import torch
+
+    torch.set_num_threads(1)  # setup is not timed; one thread is never slow on a shared machine
+    calibration = torch.from_numpy(load_ptbxl_signals(8 if quick else 32)[0])
+    exported = {}
+    for name in names:
+        model = models.build(name, calibration=calibration)
+        metadata = models.checkpoint_metadata(name, models.DEFAULT_OUTPUTS)
+        files = models.export_checkpoint(model, directory, f"bench-{name}", metadata)
+        exported[name] = {"name": name, "module": model, "gflop_per_record": models.flops_per_record(model) / 1e9}
+        exported[name].update(files)
+    torch.set_num_threads(physical_cores())
+    return exported
+
+
+def sixteen_bit(checkpoint: Path, device: str) -> str | None:
+    """The 16-bit precision `--precision` really runs `checkpoint` in on `device` (bfloat16 on a CPU with its
+    instructions, float16 on CUDA), or None where melep would fall back to float32."""
+    import melep_cli
+
+    precision = "float16" if device == "cuda" else "bfloat16"
+    loaded = melep_cli.load_checkpoint(checkpoint, device=device, precision=precision, warn_defaults=False)
+    return precision if loaded.precision == precision else None
+
+
+# ----- results ----------------------------------------------------------------------------------------------------
+def write_results(name: str, payload: dict[str, Any], *, quick: bool) -> dict[str, Any]:
+    """`payload` with the run's context, written to results/<name>.json (<name>-quick.json for quick runs)."""
+    document = {
+        "benchmark": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "quick": quick,
+        "note": NOISE_NOTE,
+        **payload,
+        "load_average_at_end": list(os.getloadavg()),
+    }
     document.setdefault("machine", machine_description())
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}{'-quick' if quick else ''}.json"
     path.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
-    return path
+    print(f"wrote {path}")
+    return document
 
 
 def _json_default(value: object) -> object:
@@ -180,64 +239,3 @@ def _json_default(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-NOISE_NOTE = (
-    "Timings are noisy: the machine may be shared with other processes (see load_average_at_start). "
-    "Compare ratios taken in the same run, not absolute times across runs."
-)
-
-
-def ptbxl_subset(count: int, directory: Path) -> Path:
-    """A PTB-XL tree holding the first `count` records of the shared PTB-XL (CSV rows kept, records100 and
-    records500 linked: the first 500 rows have 500 Hz files too).
-
-    The same records, in the same order, as `naive_baseline.ptbxl_target(PTBXL_DIR, count)`.
-    """
-    source = PTBXL_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(source / "scp_statements.csv", directory / "scp_statements.csv")
-    for records in ("records100", "records500"):
-        if (source / records).is_dir():
-            (directory / records).symlink_to(source / records)
-    with (source / "ptbxl_database.csv").open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader)
-        rows = [row for _, row in zip(range(count), reader)]
-    with (directory / "ptbxl_database.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return directory
-
-
-def package_at(revision: str, directory: Path) -> Path:
-    """melep_cli as it was at git `revision`, extracted into `directory` (to put on PYTHONPATH)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "archive", revision, "melep_cli"], capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
-    return directory
-
-
-def run_child(
-    code: str, tree: Path, arguments: Sequence[str], workdir: Path, *, limit_threads: bool = True
-) -> dict[str, Any]:
-    """Run `code` in a fresh interpreter importing melep_cli from `tree`; its last stdout line as JSON.
-
-    `limit_threads`: OMP_NUM_THREADS=1 (decoding benchmarks); False leaves the threads to the child (whole ranks).
-    A result naming the `package` it imported must have imported the one under `tree`.
-    """
-    environment = {**os.environ, "PYTHONPATH": str(tree)}
-    if limit_threads:
-        environment["OMP_NUM_THREADS"] = "1"
-    completed = subprocess.run(
-        [sys.executable, "-c", code, *arguments], cwd=workdir, env=environment, capture_output=True, text=True
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"child process failed:\n{completed.stderr}")
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    if "package" in result and not Path(result["package"]).resolve().is_relative_to(tree.resolve()):
-        raise RuntimeError(f"child imported {result['package']}, not the package under {tree}")
-    return result

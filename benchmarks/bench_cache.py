@@ -18,21 +18,15 @@ Each round's first run fills a new cache directory, and the re-rank reads the on
 (the warm-up fills the first), so the order of the configurations can turn from round to round. Every
 re-rank must run no forward pass, and its scores must equal the `cache=None` rank's with the same options.
 
-    python benchmarks/bench_cache.py            # sample_data: 7 rounds; paper models: 3 rounds
-    python benchmarks/bench_cache.py --quick    # 2 rounds; paper models on 64 records, 1 round
-
-Writes benchmarks/results/rank-cache.json (rank-cache-quick.json for --quick).
+    python benchmarks/run_all.py --only rank-cache [--quick]   # --quick: 2 rounds; paper models: 64 records, 1 round
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -40,11 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import _common
-import bench_rank
 
 import melep_cli
 
-SAMPLE = _common.REPO_ROOT / "sample_data"
+SAMPLE = _common.SAMPLE_DIR
 SAMPLE_CHECKPOINTS = SAMPLE / "checkpoints"
 SAMPLE_TARGET = SAMPLE / "ptbxl_target.h5"
 #: The re-rank of the sample data: another label subset and another weighting than the first run's defaults.
@@ -56,7 +49,7 @@ GOAL = 0.25
 SAMPLE_ROUNDS = 7
 PAPER_ROUNDS = 3
 PAPER_MODELS = ("resnet101", "bilstm")
-PAPER_RECORDS = bench_rank.END_TO_END_RECORDS["bilstm"]  # 1024: rank-cpu's PTB-XL directory for the Bi-LSTM
+PAPER_RECORDS, QUICK_PAPER_RECORDS = 1024, 64  # rank-cpu's PTB-XL directories for the Bi-LSTM
 #: Scores of a re-rank and of the cache=None rank may differ by this much (they are expected to be identical).
 SCORE_TOLERANCE = 1e-12
 
@@ -70,10 +63,12 @@ Ranker = Callable[[Path | None], dict[str, Any]]
 
 
 def _in_process(checkpoints: Sequence[Path], target: Path, options: dict[str, Any]) -> Ranker:
-    """`melep_cli.rank(checkpoints, target, cache=..., **options)` in this process."""
+    """`melep_cli.rank(checkpoints, open_target(target, labels=...), cache=..., weighting=...)` in this process."""
 
     def call(cache: Path | None) -> dict[str, Any]:
-        report = melep_cli.rank(list(checkpoints), target, cache=cache, **options)
+        opened = melep_cli.open_target(target, labels=options["labels"]) if "labels" in options else target
+        rank_options = {key: value for key, value in options.items() if key != "labels"}
+        report = melep_cli.rank(list(checkpoints), opened, cache=cache, **rank_options)
         if report.failed:
             raise RuntimeError("rank failed: " + "; ".join(str(outcome.error) for outcome in report.failed))
         return {
@@ -93,19 +88,15 @@ def _cli_options(options: dict[str, Any]) -> list[str]:
     return arguments
 
 
-def _environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(_common.REPO_ROOT)}
-
-
 def _cli(checkpoints: Sequence[Path], target: Path, options: dict[str, Any]) -> Ranker:
     """A fresh `python -m melep_cli rank ... --format json` process (None: `--no-cache`); scores from its JSON."""
 
     def call(cache: Path | None) -> dict[str, Any]:
-        command = [sys.executable, "-m", "melep_cli", "rank", "--target", str(target), "--format", "json", "-q"]
+        command = _common.melep_command("rank", "--target", str(target), "--format", "json", "-q")
         command += itertools.chain.from_iterable(("--checkpoints", str(path)) for path in checkpoints)
         command += ["--no-cache"] if cache is None else ["--cache", str(cache)]
         command += _cli_options(options)
-        completed = subprocess.run(command, capture_output=True, text=True, env=_environment(), check=False)
+        completed = subprocess.run(command, capture_output=True, text=True, env=_common.ENVIRONMENT, check=False)
         if completed.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} exited {completed.returncode}: {completed.stderr[-1000:]}")
         document = json.loads(completed.stdout)
@@ -118,8 +109,7 @@ def _cli(checkpoints: Sequence[Path], target: Path, options: dict[str, Any]) -> 
 
 
 def _help() -> None:
-    command = [sys.executable, "-m", "melep_cli", "--help"]
-    subprocess.run(command, capture_output=True, env=_environment(), check=True)
+    subprocess.run(_common.melep_command("--help"), capture_output=True, env=_common.ENVIRONMENT, check=True)
 
 
 def _scenario(
@@ -171,7 +161,7 @@ def _scenario(
     )
     if difference > SCORE_TOLERANCE or any(set(run["scores"]) != set(reference) for run in outcomes[RERANK]):
         raise AssertionError(f"re-rank scores differ from the cache=None rank's by {difference}")
-    rows = {label: bench_rank.summary(seconds, records) for label, seconds in times.items()}
+    rows = {label: _common.summary(seconds, records) for label, seconds in times.items()}
     result: dict[str, Any] = {
         "checkpoints": checkpoints,
         "records": records,
@@ -197,7 +187,7 @@ def _scenario(
     return result
 
 
-def run(*, quick: bool = False, rounds: int | None = None, paper_records: int | None = None) -> dict[str, Any]:
+def run(quick: bool = False, rounds: int | None = None, paper_records: int | None = None) -> dict[str, Any]:
     """sample_data (CLI and in-process), then the paper models on a PTB-XL directory (in-process)."""
     logging.getLogger("melep").setLevel(logging.ERROR)  # the sample checkpoints' metadata warnings, every rank
     sample_rounds = rounds or (2 if quick else SAMPLE_ROUNDS)
@@ -236,9 +226,9 @@ def run(*, quick: bool = False, rounds: int | None = None, paper_records: int | 
         for mode in ("cli", "in_process"):
             sample[f"meets_goal_{mode}"] = sample[mode]["rerank_over_first"] < GOAL
         if (_common.PTBXL_DIR / "ptbxl_database.csv").is_file():
-            count = paper_records or (bench_rank.QUICK_RECORDS["bilstm"] if quick else PAPER_RECORDS)
+            count = paper_records or (QUICK_PAPER_RECORDS if quick else PAPER_RECORDS)
             target = _common.ptbxl_subset(count, directory / "ptbxl")
-            exported = bench_rank.export_paper_models(PAPER_MODELS, directory, quick)
+            exported = _common.export_paper_models(PAPER_MODELS, directory, quick)
             paper: dict[str, Any] = {
                 "input": f"the first {count} PTB-XL 100 Hz records of {_common.PTBXL_DIR}",
                 "format": "onnx",
@@ -260,17 +250,42 @@ def run(*, quick: bool = False, rounds: int | None = None, paper_records: int | 
         else:
             print(f"PTB-XL not found at {_common.PTBXL_DIR}: the paper models are left out")
             payload["paper_models"] = {"skipped": f"PTB-XL not found at {_common.PTBXL_DIR}"}
-    return bench_rank._finish_results("rank-cache", payload, quick=quick)
+    return _common.write_results("rank-cache", payload, quick=quick)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds on sample_data; the paper models on 64 records")
-    parser.add_argument("--rounds", type=int, help=f"rounds (default {SAMPLE_ROUNDS}, paper models {PAPER_ROUNDS})")
-    parser.add_argument("--records", type=int, help=f"PTB-XL records of the paper models (default {PAPER_RECORDS})")
-    args = parser.parse_args()
-    run(quick=args.quick, rounds=args.rounds, paper_records=args.records)
+def figures(document: dict[str, Any]) -> list[str]:
+    sample, paper = document["sample_data"], document.get("paper_models", {})
+    lines = [
+        "The outputs store: the first rank into an empty cache against a re-rank with other labels and weighting "
+        f"on the filled one (no forward pass; sample_data `{' '.join(sample['rerank_options'])}`, PTB-XL "
+        f"`{' '.join(paper.get('rerank_options', []))}`), and the re-rank's options with no cache (the reference "
+        f"scores); round-robin, medians. Goal: re-rank / first run under {GOAL} on sample_data:",
+        "",
+        "| target | checkpoints | how | first run | re-rank | no cache | re-rank / first run | (best of rounds) "
+        "| scores equal |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+
+    def row(target: str, checkpoints: str, how: str, result: dict[str, Any]) -> str:
+        rows = result["configurations"]
+        equal = (
+            "yes" if result["rerank_scores_equal_no_cache"] else f"{result['max_abs_score_difference_vs_no_cache']:.0e}"
+        )
+        return (
+            f"| {target} | {checkpoints} | {how} | {rows[FIRST]['median_s']:.3f} s | {rows[RERANK]['median_s']:.3f} s "
+            f"| {rows[NO_CACHE]['median_s']:.3f} s | **{result['rerank_over_first']:.3f}** "
+            f"| {result['rerank_over_first_best_rounds']:.3f} | {equal} |"
+        )
+
+    samples = f"sample_data ({sample['cli']['records']} records)"
+    lines.append(row(samples, f"{sample['cli']['checkpoints']} (README)", "CLI (fresh processes)", sample["cli"]))
+    lines.append(row(samples, f"{sample['in_process']['checkpoints']} (README)", "in-process", sample["in_process"]))
+    for name, result in paper.get("models", {}).items():
+        lines.append(row(f"PTB-XL ({result['records']} records)", f"{name} (ONNX)", "in-process", result))
+    help_s = sample["cli"]["configurations"][HELP]["median_s"]
+    share = help_s / sample["cli"]["configurations"][RERANK]["median_s"]
+    lines += ["", f"`melep --help` alone (the start-up every CLI re-rank pays): {help_s:.3f} s, {share:.0%} of it."]
+    return lines
 
 
-if __name__ == "__main__":
-    main()
+BENCHMARKS = {"rank-cache": (run, figures)}

@@ -1,4 +1,4 @@
-"""Start-up of the `melep` command: what a CI script pays before the first record is decoded.
+"""`startup`: start-up of the `melep` command: what a CI script pays before the first record is decoded.
 
 Every `melep` command is a fresh Python process, so module imports are paid on every call. scipy.io,
 scipy.signal, wfdb (which brings pandas) and scipy.special are imported only where they are needed:
@@ -8,16 +8,11 @@ before; both run round-robin in the same rounds, in fresh processes. Commands: `
 the README's quick start on the sample data (five checkpoints, the 100 Hz HDF5 target, JSON to stdout),
 with `--no-cache`: every round runs the five forward passes (`rank-cache` times the outputs store).
 
-    python benchmarks/bench_startup.py            # 7 rounds
-    python benchmarks/bench_startup.py --quick    # 2 rounds
-
-Writes benchmarks/results/startup.json (startup-quick.json for --quick).
+    python benchmarks/run_all.py --only startup [--quick]   # 7 rounds; --quick: 2
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +23,7 @@ import _common
 
 #: What melep imported at module level before: the baseline imports them before running the same command.
 EAGER_IMPORTS = ("scipy.io", "scipy.signal", "wfdb", "scipy.special")
-SAMPLE = _common.REPO_ROOT / "sample_data"
+SAMPLE = _common.SAMPLE_DIR
 COMMANDS: dict[str, list[str]] = {
     "melep --help": ["--help"],
     "melep rank on sample_data (5 checkpoints)": [
@@ -47,7 +42,7 @@ COMMANDS: dict[str, list[str]] = {
 def _command(arguments: list[str], *, eager: bool) -> list[str]:
     """`python -m melep_cli ARGS`, or the same after importing EAGER_IMPORTS (the baseline)."""
     if not eager:
-        return [sys.executable, "-m", "melep_cli", *arguments]
+        return _common.melep_command(*arguments)
     script = (
         f"import runpy, sys; import {', '.join(EAGER_IMPORTS)}; "
         f"sys.argv = ['melep', *{arguments!r}]; runpy.run_module('melep_cli', run_name='__main__')"
@@ -56,16 +51,15 @@ def _command(arguments: list[str], *, eager: bool) -> list[str]:
 
 
 def _run(command: list[str]) -> float:
-    environment = {**os.environ, "PYTHONPATH": str(_common.REPO_ROOT)}
     start = time.perf_counter()
-    finished = subprocess.run(command, capture_output=True, env=environment, check=False)
+    finished = subprocess.run(command, capture_output=True, env=_common.ENVIRONMENT, check=False)
     seconds = time.perf_counter() - start
     if finished.returncode != 0:
         raise RuntimeError(f"{command} exited {finished.returncode}: {finished.stderr.decode()[-400:]}")
     return seconds
 
 
-def run(*, quick: bool = False, repeats: int | None = None) -> dict[str, Any]:
+def run(quick: bool = False, repeats: int | None = None) -> dict[str, Any]:
     """Each command with lazy imports (as shipped) and with the eager baseline, round-robin, fresh processes."""
     repeats = repeats or (2 if quick else 7)
     machine = _common.machine_description()
@@ -90,24 +84,26 @@ def run(*, quick: bool = False, repeats: int | None = None) -> dict[str, Any]:
     payload = {
         "what": "fresh `python -m melep_cli ...` processes, wall time; baseline: the same command after importing "
         + ", ".join(EAGER_IMPORTS),
-        "quick": quick,
         "repeats": repeats,
-        "note": _common.NOISE_NOTE,
         "machine": machine,
         "commands": results,
     }
-    path = _common.write_results("startup" + ("-quick" if quick else ""), payload)
-    print(f"wrote {path}")
-    return payload
+    return _common.write_results("startup", payload, quick=quick)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two rounds")
-    parser.add_argument("--repeats", type=int, help="rounds (default 7)")
-    args = parser.parse_args()
-    run(quick=args.quick, repeats=args.repeats)
-
-
-if __name__ == "__main__":
-    main()
+def figures(document: dict[str, Any]) -> list[str]:
+    lines = [
+        "Start-up of the `melep` command (fresh processes, wall time) against the same command after importing "
+        f"{', '.join(EAGER_IMPORTS)} first (what melep imported at module level before they became lazy), "
+        f"round-robin, median of {document['repeats']}:",
+        "",
+        "| command | lazy imports | eager baseline | speed-up | saved |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for command, result in document["commands"].items():
+        lazy, eager = result["configurations"]["lazy imports"], result["configurations"]["eager baseline"]
+        lines.append(
+            f"| {command} | {lazy['median_s']:.2f} s | {eager['median_s']:.2f} s | {result['speedup']:.2f}x "
+            f"| {result['seconds_saved']:.2f} s |"
+        )
+    return lines
