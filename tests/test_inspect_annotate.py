@@ -284,6 +284,38 @@ def test_cli_annotate_errors_are_one_line(tmp_path, models, capsys, extra, code,
     assert message in one_error_line(capsys.readouterr().err)
 
 
+def test_annotate_refuses_an_unknown_remove_key_naming_the_parameter(tmp_path, models):
+    """The library checks `remove` (a typo would otherwise keep the key): the CLI only shows it as --remove."""
+    path = copy_to(models["conv"].onnx, tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(UsageError, match=r"^remove: unknown metadata key 'colour' \(known: labels, ") as raised:
+        annotate_checkpoint(path, remove=["colour"])
+    assert raised.value.parameter == "remove" and path.read_bytes() == before
+
+
+def test_annotate_output_suffix_error_names_the_parameter_and_the_cli_flag(tmp_path, models, capsys):
+    path = copy_to(models["conv"].onnx, tmp_path)
+    with pytest.raises(UsageError, match=r"^output: .*model\.bin: a onnx checkpoint needs one of \.onnx"):
+        annotate_checkpoint(path, output=tmp_path / "model.bin", labels=LABELS)
+    assert run(["annotate", str(path), "--labels", ",".join(LABELS), "-o", str(tmp_path / "model.bin")]) == 2
+    assert one_error_line(capsys.readouterr().err).startswith("melep: error: --output: ")
+
+
+def test_inspect_path_tells_a_checkpoint_from_a_target(tmp_path, models):
+    from melep_cli.inspecting import inspect_path
+    from melep_cli.targets import TargetOptions
+
+    assert inspect_path(models["conv"].onnx, device="cpu")["kind"] == "checkpoint"
+    target = Path(__file__).resolve().parents[1] / "sample_data" / "ptbxl_target.h5"
+    described = inspect_path(target, target_options=TargetOptions(labels=["MI"]))
+    assert described["kind"] == "target" and [label["name"] for label in described["labels"]] == ["MI"]
+    (tmp_path / "records").mkdir()
+    with pytest.raises(UsageError, match="neither a checkpoint"):
+        inspect_path(tmp_path / "records")
+    with pytest.raises(UsageError, match="no such file or directory"):
+        inspect_path(tmp_path / "missing")
+
+
 # ----- annotate and inspect check the metadata against the model, as rank does (issue 15, item 5) ----------
 class _TenScores(torch.nn.Module):
     """Conv1d over 12 leads into 10 scores: (batch, 12, time) -> (batch, 10)."""

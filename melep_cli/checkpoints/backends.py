@@ -172,7 +172,7 @@ def first_layer_hint(module: Any) -> LayoutHint | None:
     None when the first submodule with weights of its own is none of _TELLING_LAYERS (it may come first in the
     forward pass and change the input), or when its shape is unclear: a recurrent layer whose batch_first is
     unknown (traced) or False. A Conv1d's channels are its weight's second axis times its groups (1 when a
-    traced module no longer says). Only a hint: `Checkpoint.probe_layout` still runs the layout it names.
+    traced module does not keep it). Only a hint: `Checkpoint.probe_layout` still runs the layout it names.
     """
     try:
         for _, submodule in module.named_modules():
@@ -258,7 +258,7 @@ class OnnxBackend:
         self.threads = check_threads(threads)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Sequential execution, one inter-op thread: ORT's parallel mode was always slower (benchmarks/README.md).
+        # Sequential execution, one inter-op thread: ORT's parallel mode is slower here (benchmarks/README.md).
         options.intra_op_num_threads = threads or cpu_threads()
         options.inter_op_num_threads = 1
         if share_cores:
@@ -349,8 +349,8 @@ class TorchScriptBackend:
     `threads`: torch intra-op threads while this model runs (None: torch's default, the physical cores).
 
     The unfrozen module is kept beside the frozen one until the layout is known and has run
-    (`release_probe_module`): probes (`run(probe=True)`) run on it. A frozen scripted conv was seen to crash
-    the process (SIGSEGV on torch 2.13) on the wrong channel count, where the unfrozen module raises.
+    (`release_probe_module`): probes (`run(probe=True)`) run on it, because a frozen scripted conv given the
+    wrong channel count can crash the process (SIGSEGV, torch 2.13) where the unfrozen module raises.
     """
 
     format = "torchscript"
@@ -361,7 +361,6 @@ class TorchScriptBackend:
         *,
         device: str,
         strict_device: bool,
-        optimize: bool = True,
         threads: int | None = None,
         precision: str = "float32",
     ) -> None:
@@ -369,7 +368,6 @@ class TorchScriptBackend:
         self.device = torch_device(device, strict=strict_device, where=str(path))
         self.threads = check_threads(threads)
         self.provider = f"torch {self.device}"
-        self.optimize = optimize
         #: What the forward pass really computes in: float32, or bfloat16/float16 where the device is fast at it.
         self.precision = torch_precision(precision, self.device)
         module, self._probe_module, self.embedded_metadata = self._load(self.precision)
@@ -415,7 +413,7 @@ class TorchScriptBackend:
             module.to(getattr(torch, precision))
         with torch_threads(self.threads):
             # Freezing works on a clone sharing the weights: the module as loaded stays usable for probing.
-            frozen = _freeze(module, self.path) if self.optimize else module
+            frozen = _freeze(module, self.path)
         return frozen, module, extra_files[EXTRA_FILE] or None
 
     def run(
@@ -521,7 +519,7 @@ def _forward_argument(module: Any) -> str:
 
 
 def _freeze(module: Any, path: Path) -> Any:
-    """torch.jit.freeze: parameters inlined as constants, attribute lookups gone (see the handoff's timings).
+    """torch.jit.freeze: parameters inlined as constants and attribute lookups removed, so each call does less.
 
     Some scripted modules cannot be frozen (interfaces, mutated attributes); they run as they are.
     """

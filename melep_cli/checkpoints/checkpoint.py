@@ -32,7 +32,7 @@ logger = logging.getLogger("melep")
 
 #: Records per forward pass on the CPU (see default_batch_size).
 DEFAULT_BATCH_SIZE = 32
-#: Records per forward pass on CUDA: a reasoned default, not measured (no GPU was available to the benchmarks).
+#: Records per forward pass on CUDA: a reasoned default, not a measured one (see default_batch_size).
 DEFAULT_CUDA_BATCH_SIZE = 256
 #: Length of the zero input `melep inspect` runs when neither metadata nor the model fixes it (10 s at 100 Hz).
 DEFAULT_PROBE_SAMPLES = 1000

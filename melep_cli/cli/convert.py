@@ -80,7 +80,7 @@ def convert_command(
     ] = None,
     source_rate: Annotated[
         float | None,
-        typer.Option("--source-rate", hidden=True, rich_help_panel=TARGET_PANEL),  # gone: a usage error saying so
+        typer.Option("--source-rate", hidden=True, rich_help_panel=TARGET_PANEL),  # an error naming the two options
     ] = None,
     target_options: TargetOptions | None = None,
     batch_size: Annotated[int, typer.Option("--batch-size", metavar="N", min=1, help="Records decoded per step.")] = 64,
@@ -103,8 +103,8 @@ def convert_command(
     with cli_errors(debug):
         if source_rate is not None:
             raise UsageError(
-                "--source-rate is gone: --sampling-rate now gives the rate the records are read at (PTB-XL's 100 or "
-                "500 Hz files) and --resample HZ the rate they are written at"
+                "--source-rate is not an option: --sampling-rate gives the rate the records are read at (PTB-XL's 100 "
+                "or 500 Hz files) and --resample HZ the rate they are written at"
             )
         # OUTPUT is an argument, not the shared --output: checked here, before the long decode.
         check_output_path(output, [source, target_options and target_options.labels_csv], option="OUTPUT")
