@@ -7,9 +7,10 @@ The Python API mirrors the CLI, command for command:
   forward passes, their outputs kept in the outputs store (`OutputsStore`, `melep cache`);
 - `melep_cli.scores`: stage 2, scores from stored outputs (`MelepScore`, `ModelOutputs`);
 - `melep_cli.score(outputs, labels, ...)` is `melep score`;
-- `melep_cli.inspect_checkpoint(path)` / `melep_cli.inspect_target(path)` are `melep inspect`;
+- `melep_cli.inspect_path(path)` is `melep inspect` (`inspect_checkpoint` / `inspect_target` for one kind);
 - `melep_cli.annotate_checkpoint(path, ...)` is `melep annotate`;
 - `melep_cli.convert(source, output, ...)` is `melep convert`;
+- `melep_cli.TargetOptions(...)` is the target options every command shares (`target_options=`);
 - the metric itself is `melep_cli.melep(outputs, labels)` and `melep_cli.MelepAccumulator`.
 
 torch and onnxruntime are imported only when a checkpoint is loaded.
@@ -24,6 +25,7 @@ from melep_cli.checkpoints import (
 )
 from melep_cli.errors import CheckpointError, InputError, MelepError, TargetError, UsageError
 from melep_cli.forward_pass import DEFAULT_CACHE, ForwardReport, ForwardResult, forward
+from melep_cli.inspecting import inspect_path
 from melep_cli.metric import MelepAccumulator, MelepResult, activate, binary_entropy, melep
 from melep_cli.preprocess import InputSpec, prepare
 from melep_cli.ranking import RankReport, rank
@@ -65,6 +67,7 @@ __all__ = [
     "discover_checkpoints",
     "forward",
     "inspect_checkpoint",
+    "inspect_path",
     "inspect_target",
     "load_checkpoint",
     "melep",
