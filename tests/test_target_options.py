@@ -210,6 +210,7 @@ def test_the_cli_gives_each_option_to_target_options(
     flags = ["--target-format", "ptbxl", "--labels", "NORM, MI", "--min-positives", "3", "--ptbxl-labels"]
     flags += ["subclass", "--folds", "9,10", "--sampling-rate", "500", "--strict", "--lead-names", "DI, DII"]
     run(["inspect", str(targets["hdf5"]), *flags, "-q", "-f", "json"])
+    assert type(seen[0].target_format) is str  # the CLI's choice as the library's plain value
     assert seen == [
         TargetOptions(
             target_format="ptbxl",

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from melep_cli.cli import run
-from melep_cli.cli.target_options import PtbxlLabels, TargetFormat
 from melep_cli.errors import TargetError, UsageError
 from melep_cli.report import target_inspection_tables
 from melep_cli.targets import TargetOptions, convert, inspect_target, open_target
@@ -173,31 +172,6 @@ def test_cli_unknown_label_exits_2_naming_it(cinc_subset, tmp_path, capsys):
     assert run(["convert", str(cinc_subset), str(tmp_path / "o.h5"), "--labels", "NOPE"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "NOPE" in err[0] and "labels here" in err[0]
-
-
-def test_target_options_take_the_cli_choices_and_strings():
-    options = TargetOptions(
-        target_format=TargetFormat.ptbxl,
-        labels="NORM, MI",
-        labels_csv=None,
-        min_positives=3,
-        ptbxl_labels=PtbxlLabels.subclass,
-        folds="9,10",
-        sampling_rate=500,
-        strict=True,
-        lead_names="DI, DII",
-    )
-    assert options == TargetOptions(
-        target_format="ptbxl",
-        labels=("NORM", "MI"),
-        min_positives=3,
-        ptbxl_labels="subclass",
-        folds=frozenset({9, 10}),
-        sampling_rate=500.0,
-        strict=True,
-        lead_names=("DI", "DII"),
-    )
-    assert options.target_format == "ptbxl" and type(options.target_format) is str
 
 
 def test_inspect_target_reports_rates_durations_labels_and_skips(cinc_subset, tmp_path):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
 from melep_cli import report
@@ -32,7 +29,7 @@ from melep_cli.cli.checkpoint_options import (
     StrictDeviceOption,
     ThreadsOption,
 )
-from melep_cli.cli.target_options import takes_target_options
+from melep_cli.cli.target_options import TargetOption, takes_target_options
 from melep_cli.errors import UsageError
 from melep_cli.forward_pass import forward
 from melep_cli.targets import TargetOptions
@@ -42,16 +39,7 @@ from melep_cli.targets import TargetOptions
 @takes_target_options
 def forward_command(
     checkpoints: CheckpointsOption,
-    target: Annotated[
-        Path,
-        typer.Option(
-            "--target",
-            "-t",
-            metavar="PATH",
-            help="Labelled ECG records: an HDF5 file, a WFDB / PhysioNet Challenge directory or a PTB-XL directory.",
-            show_default=False,
-        ),
-    ],
+    target: TargetOption,
     cache: CacheOption = None,
     recursive: RecursiveOption = False,
     device: DeviceOption = "auto",

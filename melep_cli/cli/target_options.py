@@ -30,13 +30,10 @@ TargetFormat = choice_enum("TargetFormat", TARGET_FORMATS, "How to read the targ
 PtbxlLabels = choice_enum("PtbxlLabels", LABEL_LEVELS, "Which PTB-XL statements become target labels.")
 
 
-TargetArgument = Annotated[
-    Path,
-    typer.Argument(
-        help="Labelled ECG records: an HDF5 file, a WFDB / PhysioNet Challenge directory or a PTB-XL directory.",
-        show_default=False,
-    ),
-]
+TARGET_HELP = "Labelled ECG records: an HDF5 file, a WFDB / PhysioNet Challenge directory or a PTB-XL directory."
+TargetArgument = Annotated[Path, typer.Argument(help=TARGET_HELP, show_default=False)]
+#: The target of `rank` and `forward` (an option there, beside --checkpoints).
+TargetOption = Annotated[Path, typer.Option("--target", "-t", metavar="PATH", help=TARGET_HELP, show_default=False)]
 TargetFormatOption = Annotated[
     TargetFormat | None,
     typer.Option(

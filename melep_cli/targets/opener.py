@@ -187,43 +187,22 @@ def _open(path: Path, options: TargetOptions) -> Target:
     if not path.exists():
         raise TargetError(f"{path}: no such file or directory")
     detected = detect_format(path) if options.target_format is None else options.target_format
-    given = {
-        "labels_csv": options.labels_csv,
-        "ptbxl_labels": options.ptbxl_labels,
-        "folds": options.folds,
-        "sampling_rate": options.sampling_rate,
+    check_applicable(path, detected, {name: getattr(options, name) for name in APPLIES_TO})
+    # What every reader takes; each adds the options of its format.
+    common: dict[str, Any] = {
+        "labels": list(options.labels) if options.labels is not None else None,
+        "min_positives": options.min_positives,
+        "strict": options.strict,
     }
-    check_applicable(path, detected, given)
-    label_list = list(options.labels) if options.labels is not None else None
     if detected == "hdf5":
         if not path.is_file():
             raise TargetError(f"{path}: not a file, cannot read it as HDF5")
-        return Hdf5Target(
-            path,
-            labels=label_list,
-            labels_csv=options.labels_csv,
-            min_positives=options.min_positives,
-            sampling_rate=options.sampling_rate,
-            strict=options.strict,
-        )
+        return Hdf5Target(path, labels_csv=options.labels_csv, sampling_rate=options.sampling_rate, **common)
     if not path.is_dir():
         raise TargetError(f"{path}: not a directory, cannot read it as {detected}")
     if detected == "ptbxl":
         if not (path / DATABASE_CSV).is_file():
             raise TargetError(f"{path}: no {DATABASE_CSV}, not a PTB-XL directory")
-        return PtbxlTarget(
-            path,
-            labels=label_list,
-            ptbxl_labels="superclass" if options.ptbxl_labels is None else options.ptbxl_labels,
-            min_positives=options.min_positives,
-            folds=options.folds,
-            sampling_rate=options.sampling_rate,
-            strict=options.strict,
-        )
-    return WfdbTarget(
-        path,
-        labels=label_list,
-        labels_csv=options.labels_csv,
-        min_positives=options.min_positives,
-        strict=options.strict,
-    )
+        level = "superclass" if options.ptbxl_labels is None else options.ptbxl_labels
+        return PtbxlTarget(path, ptbxl_labels=level, folds=options.folds, sampling_rate=options.sampling_rate, **common)
+    return WfdbTarget(path, labels_csv=options.labels_csv, **common)
