@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -35,7 +34,7 @@ from melep_cli.cli.checkpoint_options import (
     StrictDeviceOption,
     ThreadsOption,
 )
-from melep_cli.cli.target_options import takes_target_options
+from melep_cli.cli.target_options import TargetOption, takes_target_options
 from melep_cli.errors import UsageError
 from melep_cli.ranking import RankReport, rank
 from melep_cli.targets import TargetOptions
@@ -45,16 +44,7 @@ from melep_cli.targets import TargetOptions
 @takes_target_options
 def rank_command(
     checkpoints: CheckpointsOption,
-    target: Annotated[
-        Path,
-        typer.Option(
-            "--target",
-            "-t",
-            metavar="PATH",
-            help="Labelled ECG records: an HDF5 file, a WFDB / PhysioNet Challenge directory or a PTB-XL directory.",
-            show_default=False,
-        ),
-    ],
+    target: TargetOption,
     cache: CacheOption = None,
     no_cache: NoCacheOption = False,
     recursive: RecursiveOption = False,
