@@ -11,7 +11,9 @@ followed here, step by step, is `shared/spec/MELEP.md`:
 - everything is float64; theta is clipped into [eps, 1 - eps] so saturated outputs stay finite.
 
 `melep()` is the one-shot call; `MelepAccumulator` takes a forward pass batch by batch and
-gives the same result.
+gives the same result. With `influence=True` it also returns each record's influence on the score
+(`_pair_influence`): the first-order change of the score when that record's weight changes, from which
+`melep_cli.bootstrap` draws resampled scores without recomputing the metric.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class MelepResult:
     label_names: tuple[str, ...]
     source_names: tuple[str, ...]
     degenerate: tuple[str, ...] = field(default=())
+    #: With `influence=True`: (n,) and (n, Y) arrays, record i's influence on `score` and on each m(y), scaled
+    #: so that a resample with record multiplicities w (summing to n) scores about score + mean(w * influence).
+    #: They average to 0 over the records; columns of degenerate labels are 0.
+    influence: np.ndarray | None = field(default=None, repr=False)
+    per_label_influence: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def prevalence(self) -> np.ndarray:
@@ -167,15 +174,19 @@ def melep(
     label_names: Sequence[str] | None = None,
     source_names: Sequence[str] | None = None,
     eps: float = EPS,
+    influence: bool = False,
 ) -> MelepResult:
     """MELEP of checkpoint `outputs` (n x Z) for target `labels` (n x Y, 0/1). Lower is better.
 
     `source_weights` (Z non-negative numbers, normalised here) replace the plain mean over
-    source labels, e.g. the source label distribution when it is known.
+    source labels, e.g. the source label distribution when it is known. `influence`: also return
+    each record's influence on the score and on m(y) (`MelepResult.influence`), for the bootstrap.
     """
     theta = activate(outputs, activation)
     label_matrix = _check_labels(labels, theta.shape[0])
-    return _melep_from_probabilities(theta, label_matrix, weighting, source_weights, label_names, source_names, eps)
+    return _melep_from_probabilities(
+        theta, label_matrix, weighting, source_weights, label_names, source_names, eps, influence=influence
+    )
 
 
 class MelepAccumulator:
@@ -253,6 +264,8 @@ def _melep_from_probabilities(
     label_names: Sequence[str] | None,
     source_names: Sequence[str] | None,
     eps: float,
+    *,
+    influence: bool = False,
 ) -> MelepResult:
     if weighting not in WEIGHTINGS:
         raise InputError(f"unknown weighting {weighting!r}: use one of {', '.join(WEIGHTINGS)}")
@@ -268,12 +281,21 @@ def _melep_from_probabilities(
         raise InputError(f"every target label is degenerate (all 0 or all 1 over {n} records): MELEP has no score")
 
     phi = np.full((n_target, n_source), np.nan)
-    phi[informative] = _pair_scores(theta, labels[:, informative], eps)
+    used = labels[:, informative]
+    cond = _conditionals(theta, used, eps, 1.0 - eps, _blocks(n, n_source))
+    phi[informative] = _pair_scores(theta, used, eps, cond)
     per_label = phi @ source_w
 
     label_weights = _label_weights(weighting, positives, n, informative)
     score = float(np.sum(label_weights[informative] * per_label[informative]))
     degenerate = tuple(name for name, ok in zip(target_names, informative) if not ok)
+    total_influence = per_label_influence = None
+    if influence:
+        per_label_influence = np.zeros((n, n_target))
+        per_label_influence[:, informative] = _pair_influence(theta, used, source_w, eps, cond)
+        total_influence = per_label_influence @ label_weights + _weights_influence(
+            weighting, labels, positives, informative, per_label, score
+        )
     return MelepResult(
         score=score,
         per_label=per_label,
@@ -286,11 +308,15 @@ def _melep_from_probabilities(
         label_names=target_names,
         source_names=output_names,
         degenerate=degenerate,
+        influence=total_influence,
+        per_label_influence=per_label_influence,
     )
 
 
-def _pair_scores(theta: np.ndarray, labels: np.ndarray, eps: float) -> np.ndarray:
+def _pair_scores(theta: np.ndarray, labels: np.ndarray, eps: float, cond: np.ndarray | None = None) -> np.ndarray:
     """phi(y, z) for informative labels: Y x Z, from theta (n x Z, clipped here) and labels (n x Y).
+
+    `cond`: the conditionals C(t | s) of pass 1 when the caller has them (`_conditionals`).
 
     Two passes over blocks of records, so temporaries stay O(block) whatever n is:
     1. the joint tables n * P(t, s) of every (y, z) pair: small matrix products per block;
@@ -307,19 +333,11 @@ def _pair_scores(theta: np.ndarray, labels: np.ndarray, eps: float) -> np.ndarra
     float64 (the default eps is 1e-12); otherwise the direct formula is used block by block.
     """
     n, n_source = theta.shape
-    n_target = labels.shape[1]
-    rows = max(64, _BLOCK_ELEMENTS // max(n_source, 1))
-    blocks = [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
+    blocks = _blocks(n, n_source)
     low, high = eps, 1.0 - eps
-
-    # Pass 1: joint[t, s] = sum over records with label t of theta_s, for every (y, z) at once.
-    joint = np.zeros((n_target, 2, 2 * n_source))  # [y, t, (s, z)]
-    for partial in _map_blocks(lambda block: _joint_sums(theta[block], labels[block], low, high), blocks):
-        joint += partial
-    joint = joint.reshape(n_target, 2, 2, n_source).transpose(1, 2, 0, 3)  # [t, s, y, z]
-    marginal = joint.sum(axis=0)  # [s, y, z]: n * P(s), the same for every y
+    if cond is None:
+        cond = _conditionals(theta, labels, low, high, blocks)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cond = joint / marginal  # C(t | s): [t, s, y, z]
         ratio = cond[:, 0] / cond[:, 1]  # k_t: [t, y, z]
         log_c1 = np.log(cond[:, 1])  # log C(t | 1): [t, y, z]
 
@@ -337,7 +355,7 @@ def _pair_scores(theta: np.ndarray, labels: np.ndarray, eps: float) -> np.ndarra
             return _log_sums_direct(theta[block], labels[block], low, high, cond)
 
     # Pass 2: the log term, block partial sums added in block order (deterministic).
-    log_sum = np.zeros((n_target, n_source))
+    log_sum = np.zeros((labels.shape[1], n_source))
     for partial in _map_blocks(log_block, blocks):
         log_sum += partial
     if fast:
@@ -345,6 +363,108 @@ def _pair_scores(theta: np.ndarray, labels: np.ndarray, eps: float) -> np.ndarra
         counts = np.stack([n - positives, positives])[:, :, None]  # [t, y, 1]
         log_sum += (counts * log_c1).sum(axis=0)
     return -log_sum / n
+
+
+def _blocks(n: int, n_source: int) -> list[slice]:
+    """Blocks of records of about `_BLOCK_ELEMENTS` elements of an n x Z array."""
+    rows = max(64, _BLOCK_ELEMENTS // max(n_source, 1))
+    return [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
+
+
+def _conditionals(theta: np.ndarray, labels: np.ndarray, low: float, high: float, blocks: list[slice]) -> np.ndarray:
+    """C(t | s) for every (y, z) pair: [t, s, y, z], from the joint sums n * P(t, s) over blocks of records."""
+    n_target, n_source = labels.shape[1], theta.shape[1]
+    joint = np.zeros((n_target, 2, 2 * n_source))  # [y, t, (s, z)]
+    for partial in _map_blocks(lambda block: _joint_sums(theta[block], labels[block], low, high), blocks):
+        joint += partial
+    joint = joint.reshape(n_target, 2, 2, n_source).transpose(1, 2, 0, 3)  # [t, s, y, z]
+    marginal = joint.sum(axis=0)  # [s, y, z]: n * P(s), the same for every y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return joint / marginal
+
+
+def _pair_influence(
+    theta: np.ndarray, labels: np.ndarray, source_weights: np.ndarray, eps: float, cond: np.ndarray | None = None
+) -> np.ndarray:
+    """Each record's influence on m(y) = sum_z source_weights[z] * phi(y, z): n x Y, for informative labels.
+
+    phi(y, z) is a smooth function of record weights v (all 1 here): with L_i = C(t_i|0) theta0_i + C(t_i|1)
+    theta1_i and the conditionals C built from v-weighted joint sums, n * d phi / d v_j is
+        -(log L_j + phi) - sum_s theta_s[j] / P(s) * (g(t_j, s) - sum_t C(t|s) g(t, s)),
+        g(t, s) = (1/n) sum over records i with label t of theta_s[i] / L_i,
+    the first term the record's own log term, the second its pull on the conditionals. A resample with
+    multiplicities w then scores phi + mean((w - 1) * d), the linear (influence-function) bootstrap.
+    One pass over blocks of records gives each record's source-weighted log term and the sums of 1/L and
+    theta/L; the second term is then two (n x Z) @ (Z x Y) products. Temporaries stay O(block).
+    """
+    n, n_source = theta.shape
+    n_target = labels.shape[1]
+    blocks = _blocks(n, n_source)
+    low, high = eps, 1.0 - eps
+    if cond is None:
+        cond = _conditionals(theta, labels, low, high, blocks)  # [t, s, y, z]
+    intercept = np.ascontiguousarray(cond[:, 0, :, :, None])  # L = C(t|0) + (C(t|1) - C(t|0)) theta: [t, y, z, 1]
+    slope = np.ascontiguousarray((cond[:, 1] - cond[:, 0])[:, :, :, None])
+    record_logs = np.empty((n, n_target))  # sum_z w_z log L_iyz
+
+    def block_sums(block: slice) -> tuple[np.ndarray, np.ndarray]:
+        clipped = np.clip(theta[block].T, low, high)  # Z x b
+        carries = labels[block].astype(bool)
+        reciprocal = np.zeros((2, n_target, n_source))  # sum over records with label t of 1 / L
+        weighted = np.zeros((2, n_target, n_source))  # ... of theta / L
+        for y in range(n_target):
+            negatives = np.flatnonzero(~carries[:, y])
+            order = np.concatenate([negatives, np.flatnonzero(carries[:, y])])
+            gathered = np.take(clipped, order, axis=1)
+            for t, group in enumerate((slice(None, negatives.size), slice(negatives.size, None))):
+                values = gathered[:, group]
+                likelihood = values * slope[t, y] + intercept[t, y]
+                inverse = np.reciprocal(likelihood)
+                reciprocal[t, y] = inverse.sum(axis=1)
+                weighted[t, y] = np.einsum("zb,zb->z", inverse, values)
+                np.log(likelihood, out=likelihood)
+                record_logs[block.start + order[group], y] = source_weights @ likelihood
+        return reciprocal, weighted
+
+    inverse_sums = np.zeros((2, n_target, n_source))
+    theta_sums = np.zeros((2, n_target, n_source))
+    for reciprocal, weighted in _map_blocks(block_sums, blocks):
+        inverse_sums += reciprocal
+        theta_sums += weighted
+    g = np.stack([inverse_sums - theta_sums, theta_sums], axis=1) / n  # g(t, s): [t, s, y, z]
+    theta1_mean = np.clip(theta, low, high).mean(axis=0)
+    source_mean = np.stack([1.0 - theta1_mean, theta1_mean])[:, None, :]  # P(s): [s, 1, z]
+    pull = (g - (cond * g).sum(axis=0)) / source_mean  # [t, s, y, z]
+    pull *= source_weights
+    clipped = np.clip(theta, low, high)
+    second = np.where(
+        labels.astype(bool),
+        pull[1, 0].sum(axis=1) + clipped @ (pull[1, 1] - pull[1, 0]).T,
+        pull[0, 0].sum(axis=1) + clipped @ (pull[0, 1] - pull[0, 0]).T,
+    )
+    influence = -record_logs - second
+    influence -= influence.mean(axis=0)
+    return influence
+
+
+def _weights_influence(
+    weighting: str,
+    labels: np.ndarray,
+    positives: np.ndarray,
+    informative: np.ndarray,
+    per_label: np.ndarray,
+    score: float,
+) -> np.ndarray:
+    """Each record's influence on the score through the label weights (they follow the resampled prevalence)."""
+    n = labels.shape[0]
+    carries = labels[:, informative].astype(np.float64)
+    values = per_label[informative]
+    pos = positives[informative].astype(np.float64)
+    if weighting == "prevalence":  # w(y) = P(y) / sum P
+        return (n / pos.sum()) * (carries @ values - score * carries.sum(axis=1))
+    if weighting == "paper":  # w(y) = (P(y) / (N - P(y))) / Y
+        return n * ((carries * n - pos) @ (values / ((n - pos) ** 2 * informative.sum())))
+    return np.zeros(n)
 
 
 def _joint_sums(theta: np.ndarray, labels: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -1,8 +1,10 @@
 """`melep rank`: score every candidate checkpoint on one target, best (lowest MELEP) first.
 
 Orchestration only: stage 1 (`forward`: the forward passes, or their outputs read from the store), then
-stage 2 (a score from each checkpoint's stored outputs and the target's labels of the same records). One
-checkpoint that fails becomes an error row; the others are ranked.
+stage 2 (a score from each checkpoint's stored outputs and the target's labels of the same records), then
+the paired bootstrap over target records (`melep_cli.bootstrap`): each score's interval, P(best) and
+whether it can be told apart from the best. One checkpoint that fails becomes an error row; the others are
+ranked.
 """
 
 from __future__ import annotations
@@ -15,14 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
+from melep_cli.bootstrap import DEFAULT_BOOTSTRAP, BootstrapSettings, Estimate, Uncertainty, paired_bootstrap
 from melep_cli.errors import MelepError, TargetError
 from melep_cli.forward_pass import DEFAULT_CACHE, ForwardResult, ProgressCallback, forward
 from melep_cli.metric import MelepResult, Weighting, probabilities_declared_as
-from melep_cli.scores import MelepScore
+from melep_cli.scores import MelepScore, ScoreValue
 from melep_cli.targets import Target, TargetOptions, target_of
 from melep_cli.targets.base import count_noun
 
 log = logging.getLogger("melep")
+
+#: Fewer records than this, or a target label with fewer positives than SMALL_LABEL, gets a warning: the
+#: scores rest on few examples (the intervals say how much that matters).
+SMALL_TARGET = 100
+SMALL_LABEL = 10
+#: A target label of which no checkpoint removes more than this share of H(y) is named in a warning.
+UNINFORMED_SHARE = 0.05
 
 
 @dataclass
@@ -41,10 +51,20 @@ class CheckpointOutcome:
     rank: int | None = None
     cached: bool = False  # the outputs came from the store: no forward pass was run
     entry: Path | None = None  # the store entry holding the outputs
+    uncertainty: Uncertainty | None = None  # the bootstrap's verdict, when it ran
 
     @property
     def melep(self) -> float | None:
         return self.result.score if self.result is not None else None
+
+    @property
+    def removed_share(self) -> np.ndarray | None:
+        """1 - m(y) / H(y) per target label: the share of the no-information value the checkpoint removes."""
+        if self.result is None:
+            return None
+        entropy = self.result.entropy
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(entropy > 0, 1.0 - self.result.per_label / entropy, np.nan)
 
 
 @dataclass
@@ -74,6 +94,16 @@ class RankReport:
     seconds: float
     cache: Path | None = None  # the outputs store used, None without one
     forward_passes: int = 0  # checkpoints whose forward pass ran (the others came from the store)
+    bootstrap: BootstrapSettings | None = None  # how the intervals were drawn; None when they were not
+
+    @property
+    def tied_ranks(self) -> list[int]:
+        """The ranks that cannot be told apart from the best (the best's own included); [] without a bootstrap."""
+        return [
+            outcome.rank
+            for outcome in self.ok
+            if outcome.rank is not None and outcome.uncertainty is not None and outcome.uncertainty.tied_with_best
+        ]
 
     @property
     def ok(self) -> list[CheckpointOutcome]:
@@ -103,13 +133,15 @@ def rank(
     threads: int | None = None,
     precision: str = "float32",
     target_options: TargetOptions | None = None,
+    bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
 ) -> RankReport:
     """Rank the checkpoints found in `checkpoints` by MELEP on `target` (lower is better).
 
     Stage 1 is `forward(checkpoints, target, cache=..., ...)` (see there for `cache`, `device`,
     `batch_size`, `threads` and `precision`): outputs already in the store are read, not recomputed, so
     ranking the same target again with other labels or `weighting` runs no forward pass. Stage 2 scores
-    each checkpoint's outputs with `MelepScore(weighting, source_weighted)`.
+    each checkpoint's outputs with `MelepScore(weighting, source_weighted)`; `bootstrap` then resamples the
+    target records (BootstrapSettings(resamples=0): no intervals).
     `target` is a path opened with `open_target(path, target_options)`, or an open Target (then
     `target_options` must be None).
     Raises UsageError/TargetError for problems that stop the whole run; a checkpoint's own
@@ -146,8 +178,13 @@ def rank(
     if records < len(opened):
         _check_labels_informative(opened, positives, records, when="among the records left after skipping")
     row_of = {record: row for row, record in enumerate(opened.record_ids)}
-    outcomes = [_score(result, score, opened, row_of) for result in stage1.results]
+    scored = [_score(result, score, opened, row_of, influence=bootstrap.enabled) for result in stage1.results]
+    outcomes = [outcome for outcome, _, _ in scored]
     _assign_ranks(outcomes)
+    if bootstrap.enabled:
+        _attach_uncertainty(outcomes, {id(outcome): (value, rows) for outcome, value, rows in scored}, bootstrap)
+    _warn_small(opened, records, positives)
+    _warn_uninformed(opened, outcomes)
     summary = TargetSummary(
         path=str(opened.path),
         format=opened.format,
@@ -164,11 +201,18 @@ def rank(
         seconds=time.perf_counter() - started,
         cache=stage1.cache,
         forward_passes=stage1.forward_passes,
+        bootstrap=bootstrap if bootstrap.enabled else None,
     )
 
 
-def _score(result: ForwardResult, score: MelepScore, target: Target, row_of: dict[str, int]) -> CheckpointOutcome:
-    """Stage 2 for one checkpoint: its score from its outputs and the target labels of the same records."""
+def _score(
+    result: ForwardResult, score: MelepScore, target: Target, row_of: dict[str, int], *, influence: bool
+) -> tuple[CheckpointOutcome, ScoreValue | None, np.ndarray | None]:
+    """Stage 2 for one checkpoint: its score from its outputs and the target labels of the same records.
+
+    Also returns the score's value (with the records' influences when `influence`) and the target rows of
+    the records, for the bootstrap; (outcome, None, None) when it failed.
+    """
     outcome = CheckpointOutcome(
         name=result.name,
         path=result.path,
@@ -182,8 +226,9 @@ def _score(result: ForwardResult, score: MelepScore, target: Target, row_of: dic
         entry=result.entry,
     )
     if result.status != "ok":
-        return outcome
+        return outcome, None, None
     started = time.perf_counter()
+    value = rows = None
     try:
         outputs = result.model_outputs()
         suspicion = probabilities_declared_as(outputs.scores, outputs.activation)
@@ -195,15 +240,89 @@ def _score(result: ForwardResult, score: MelepScore, target: Target, row_of: dic
         if score.source_weighted and outputs.source_prevalence is None:
             log.warning(f"{result.name}: no source_prevalence in its metadata; using the plain mean over z")
         rows = np.fromiter((row_of[record] for record in result.record_ids), dtype=np.int64)
-        value = score.compute(outputs, target.labels[rows], target.label_names)
+        value = score.compute(outputs, target.labels[rows], target.label_names, influence=influence)
         outcome.result = value.detail
     except MelepError as error:
         message = str(error) if str(error).startswith(result.name) else f"{result.name}: {error}"
         outcome.status, outcome.error = "error", message
         log.warning(message)
+        value = rows = None
     finally:
         outcome.seconds += time.perf_counter() - started
-    return outcome
+    return outcome, value, rows
+
+
+def _attach_uncertainty(
+    outcomes: list[CheckpointOutcome],
+    scored: dict[int, tuple[ScoreValue | None, np.ndarray | None]],
+    settings: BootstrapSettings,
+) -> None:
+    """The paired bootstrap of the ranked checkpoints, its verdicts set on their outcomes.
+
+    Every checkpoint is resampled over the same target rows: those any checkpoint scored. A checkpoint that
+    scored fewer of them (a record it alone could not use) has its influences scaled to its own count and 0
+    elsewhere, so its resampled value is its own records' resampled mean.
+    """
+    ranked = [outcome for outcome in outcomes if outcome.status == "ok"]
+    if not ranked:
+        return
+    union = np.unique(np.concatenate([scored[id(outcome)][1] for outcome in ranked]))  # type: ignore[misc]
+    position = np.searchsorted(union, np.arange(union.max() + 1))
+    estimates = []
+    for outcome in ranked:
+        value, rows = scored[id(outcome)]
+        assert value is not None and rows is not None and value.influence is not None
+        scale = union.size / rows.size
+        influence = np.zeros(union.size)
+        influence[position[rows]] = value.influence * scale
+        per_label = np.zeros((union.size, value.per_label.size))
+        if value.per_label_influence is not None:
+            per_label[position[rows]] = value.per_label_influence * scale
+        estimates.append(Estimate(value.value, influence, value.per_label, per_label))
+    started = time.perf_counter()
+    for outcome, uncertainty in zip(ranked, paired_bootstrap(estimates, settings=settings)):
+        outcome.uncertainty = uncertainty
+    log.debug(
+        f"bootstrap: {settings.resamples} resamples of {union.size} records in {time.perf_counter() - started:.3f} s"
+    )
+
+
+def _warn_small(target: Target, records: int, positives: np.ndarray) -> None:
+    """A warning when the scores rest on few records or few positives of a label."""
+    if records < SMALL_TARGET:
+        log.warning(
+            f"{target.path}: only {count_noun(records, 'record')} (fewer than {SMALL_TARGET}): the scores are"
+            " uncertain; read their intervals"
+        )
+    few = [(name, int(count)) for name, count in zip(target.label_names, positives) if 0 < count < SMALL_LABEL]
+    if few:
+        listed = ", ".join(f"{name} ({count})" for name, count in few)
+        log.warning(
+            f"{target.path}: fewer than {SMALL_LABEL} positives for {listed}: m(y) of "
+            + ("this label rests" if len(few) == 1 else "these labels rest")
+            + " on few records"
+        )
+
+
+def _warn_uninformed(target: Target, outcomes: list[CheckpointOutcome]) -> None:
+    """A warning naming the target labels of which no ranked checkpoint removes more than UNINFORMED_SHARE of H(y)."""
+    shares = [share for outcome in outcomes if (share := outcome.removed_share) is not None]
+    if not shares:
+        return
+    stacked = np.vstack(shares)
+    informative = np.isfinite(stacked).any(axis=0)
+    best = np.max(np.where(np.isfinite(stacked), stacked, -np.inf), axis=0)
+    weak = [
+        (name, share)
+        for name, share, known in zip(target.label_names, best, informative)
+        if known and share <= UNINFORMED_SHARE
+    ]
+    if weak:
+        listed = ", ".join(f"{name} (at most {share:.1%})" for name, share in weak)
+        log.warning(
+            f"{target.path}: no checkpoint removes more than {UNINFORMED_SHARE:.0%} of the no-information value H(y)"
+            f" of {listed}: no candidate predicts " + ("this label" if len(weak) == 1 else "these labels")
+        )
 
 
 def _check_labels_informative(target: Target, labels: np.ndarray, records: int, *, when: str) -> None:

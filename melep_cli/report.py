@@ -15,7 +15,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from melep_cli.metric import MelepResult
+from melep_cli.metric import MelepResult, binary_entropy
+from melep_cli.targets.base import count_noun
 
 if TYPE_CHECKING:
     from melep_cli.forward_pass import ForwardReport
@@ -215,7 +216,14 @@ def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = Fa
         if outcome.result is not None:
             result = outcome.result
             entry["melep"] = result.score
+            entry.update(_uncertainty_dict(outcome))
             entry["per_label"] = per_label_dict(result)
+            entry["removed_share"] = _removed_share_dict(outcome)
+            if outcome.uncertainty is not None and outcome.uncertainty.per_label_ci is not None:
+                entry["per_label_ci"] = {
+                    name: _interval(bounds)
+                    for name, bounds in zip(result.label_names, outcome.uncertainty.per_label_ci)
+                }
             entry["source_labels"] = list(result.source_names)
             entry["degenerate"] = list(result.degenerate)
             entry["records"] = result.records
@@ -236,10 +244,12 @@ def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = Fa
             "records": target.records,
             "labels": list(target.labels),
             "prevalence": [float(p) for p in target.prevalence],
+            "no_information": [float(h) for h in binary_entropy(target.prevalence)],
             "skipped": [{"record": record, "reason": reason} for record, reason in target.skipped],
             "excluded_labels": [{"label": label, "reason": reason} for label, reason in target.excluded_labels],
         },
         "weighting": report.weighting,
+        "bootstrap": _bootstrap_dict(report),
         "results": results,
         "seconds": round(report.seconds, 6),
         "cache": str(report.cache) if report.cache is not None else None,
@@ -247,13 +257,45 @@ def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = Fa
     }
     if not per_label:
         for entry in results:
-            entry.pop("per_label", None)
+            for key in ("per_label", "per_label_ci", "removed_share"):
+                entry.pop(key, None)
     return document
+
+
+def _interval(bounds: Sequence[float]) -> list[float | None]:
+    return [finite_or_none(bounds[0]), finite_or_none(bounds[1])]
+
+
+def _uncertainty_dict(outcome: CheckpointOutcome) -> dict[str, Any]:
+    """The bootstrap's keys of one result (FORMATS.md): all null when it did not run."""
+    uncertainty = outcome.uncertainty
+    if uncertainty is None:
+        return {"ci": None, "p_best": None, "diff_ci": None, "tied_with_best": None}
+    return {
+        "ci": _interval(uncertainty.ci),
+        "p_best": uncertainty.p_best,
+        "diff_ci": _interval(uncertainty.diff_ci),
+        "tied_with_best": uncertainty.tied_with_best,
+    }
+
+
+def _removed_share_dict(outcome: CheckpointOutcome) -> dict[str, float | None]:
+    """Target label -> 1 - m(y) / H(y), None for degenerate labels."""
+    assert outcome.result is not None and outcome.removed_share is not None
+    return {name: finite_or_none(share) for name, share in zip(outcome.result.label_names, outcome.removed_share)}
+
+
+def _bootstrap_dict(report: RankReport) -> dict[str, Any] | None:
+    settings = report.bootstrap
+    if settings is None:
+        return None
+    return {"resamples": settings.resamples, "confidence": settings.confidence, "seed": settings.seed}
 
 
 def rank_to_csv(report: RankReport, *, per_label: bool = False) -> str:
     """One row per checkpoint: rank, name, path, format, status, melep, ..., error."""
-    header = ["rank", "checkpoint", "path", "format", "status", "melep", "source_labels", "records", "seconds", "error"]
+    header = ["rank", "checkpoint", "path", "format", "status", "melep", *_CSV_UNCERTAINTY]
+    header += ["source_labels", "records", "seconds", "error"]
     labels = list(report.target.labels)
     if per_label:
         header += [f"per_label.{label}" for label in labels]
@@ -267,6 +309,7 @@ def rank_to_csv(report: RankReport, *, per_label: bool = False) -> str:
             outcome.format or "",
             outcome.status,
             repr(result.score) if result is not None else "",
+            *_uncertainty_cells(outcome),
             len(result.source_names) if result is not None else "",
             result.records if result is not None else "",
             f"{outcome.seconds:.3f}",
@@ -279,34 +322,58 @@ def rank_to_csv(report: RankReport, *, per_label: bool = False) -> str:
     return rows_to_csv(rows)
 
 
+#: The bootstrap's CSV columns, empty when it did not run (or for a failed checkpoint).
+_CSV_UNCERTAINTY = ("ci_low", "ci_high", "p_best", "diff_ci_low", "diff_ci_high", "tied_with_best")
+
+
+def _uncertainty_cells(outcome: CheckpointOutcome) -> list[str]:
+    uncertainty = outcome.uncertainty
+    if uncertainty is None:
+        return [""] * len(_CSV_UNCERTAINTY)
+    numbers = (*uncertainty.ci, uncertainty.p_best, *uncertainty.diff_ci)
+    return [*(_csv_number(value) for value in numbers), "true" if uncertainty.tied_with_best else "false"]
+
+
 #: Short forms of the format column when the terminal is narrow (the caption says what they stand for).
 _SHORT_FORMATS = {"torchscript": "ts", "bfloat16": "bf16", "float16": "f16"}
-#: The rank table's columns: name and justification.
+#: The rank table's columns: name and justification. `interval` and `P(best)` need the bootstrap.
 RANK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rank", "right"),
     ("checkpoint", "left"),
     ("format", "left"),
     ("MELEP", "right"),
+    ("interval", "right"),
+    ("P(best)", "right"),
     ("Δ best", "right"),
     ("source labels", "right"),
     ("records", "right"),
     ("seconds", "right"),
 )
 _ALL = tuple(name for name, _ in RANK_COLUMNS)
+_BOOTSTRAP_COLUMNS = ("interval", "P(best)")
 #: The order in which RANK_LAYOUTS leave columns out.
-_DROP_ORDER = ("records", "seconds", "source labels", "Δ best", "format")
+_DROP_ORDER = ("records", "seconds", "source labels", "format", "Δ best", "interval")
+
+
+def _layouts() -> tuple[tuple[tuple[str, ...], bool], ...]:
+    """(columns, short format) from all columns down, one more of _DROP_ORDER left out each time; the format is
+    abbreviated before it goes."""
+    layouts = [(_ALL, False)]
+    shown, short = list(_ALL), False
+    for name in _DROP_ORDER:
+        if name == "format":
+            short = True
+            layouts.append((tuple(shown), short))
+        shown.remove(name)
+        layouts.append((tuple(shown), short))
+    return tuple(layouts)
+
+
 #: The layouts tried for a width, widest first: (columns, short format). The first that fits is used;
 #: the checkpoint name is never cut, so records, seconds and source labels go first (the JSON and CSV have
-#: them), then the format is abbreviated, then Δ best and the format go. Rank, checkpoint and MELEP stay.
-RANK_LAYOUTS: tuple[tuple[tuple[str, ...], bool], ...] = (
-    (_ALL, False),
-    (tuple(name for name in _ALL if name != "records"), False),
-    (("rank", "checkpoint", "format", "MELEP", "Δ best", "source labels"), False),
-    (("rank", "checkpoint", "format", "MELEP", "Δ best"), False),
-    (("rank", "checkpoint", "format", "MELEP", "Δ best"), True),
-    (("rank", "checkpoint", "format", "MELEP"), True),
-    (("rank", "checkpoint", "MELEP"), True),
-)
+#: them), then the format is abbreviated and goes, then Δ best and the interval. Rank, checkpoint, MELEP and
+#: P(best) stay.
+RANK_LAYOUTS: tuple[tuple[tuple[str, ...], bool], ...] = _layouts()
 
 
 def _format_text(outcome: CheckpointOutcome, *, short: bool = False) -> str:
@@ -326,22 +393,27 @@ def rank_table_columns(report: RankReport, width: int | None, *, top: int | None
 
 
 def _rank_layout(report: RankReport, width: int | None, top: int | None) -> tuple[tuple[str, ...], bool]:
+    layouts = [
+        (tuple(name for name in columns if report.bootstrap is not None or name not in _BOOTSTRAP_COLUMNS), short)
+        for columns, short in RANK_LAYOUTS
+    ]
     if width is None:
-        return RANK_LAYOUTS[0]
-    for columns, short in RANK_LAYOUTS:
+        return layouts[0]
+    for columns, short in layouts:
         if natural_width(_rank_grid(report, columns, short=short, top=top)) <= width:
             return columns, short
-    return RANK_LAYOUTS[-1]  # a name wider than the terminal: it is folded onto several lines, never cut
+    return layouts[-1]  # a name wider than the terminal: it is folded onto several lines, never cut
 
 
 def _rank_grid(report: RankReport, columns: Sequence[str], *, short: bool, top: int | None) -> FittedTable:
     """The rank table's columns and rows, without title or caption."""
     table = FittedTable(header_style="bold")
     justify = dict(RANK_COLUMNS)
+    confidence = report.bootstrap.confidence if report.bootstrap is not None else None
     for column in columns:
         # Numbers and ranks are short and never wrapped; a name too wide for the terminal folds, never "…".
         table.add_column(
-            column,
+            f"{confidence:.0%} interval" if column == "interval" else column,
             justify=justify[column],  # type: ignore[arg-type]
             no_wrap=column not in ("checkpoint", "format"),
             overflow="fold",
@@ -351,17 +423,22 @@ def _rank_grid(report: RankReport, columns: Sequence[str], *, short: bool, top: 
     for outcome in ok if top is None else ok[:top]:
         result = outcome.result
         assert result is not None and best is not None
+        uncertainty = outcome.uncertainty
+        tied = uncertainty is not None and uncertainty.tied_with_best
         cells = {
             "rank": str(outcome.rank),
             "checkpoint": literal(outcome.name),
             "format": literal(_format_text(outcome, short=short)),
             "MELEP": format_score(result.score),
-            "Δ best": "—" if outcome.rank == 1 else f"+{result.score - best:.4f}",
+            "interval": f"{uncertainty.ci[0]:.4f}–{uncertainty.ci[1]:.4f}" if uncertainty else "",
+            "P(best)": _format_share(uncertainty.p_best) if uncertainty else "",
+            "Δ best": "—" if outcome.rank == 1 else f"+{result.score - best:.4f}" + (" tied" if tied else ""),
             "source labels": str(len(result.source_names)),
             "records": str(result.records),
             "seconds": f"{outcome.seconds:.2f}",
         }
-        table.add_row(*(cells[column] for column in columns), style="bold green" if outcome.rank == 1 else None)
+        style = "bold green" if outcome.rank == 1 else "green" if tied else None
+        table.add_row(*(cells[column] for column in columns), style=style)
     for outcome in report.failed:
         cells = {
             "rank": "—",
@@ -391,13 +468,64 @@ def rank_table(report: RankReport, *, top: int | None = None, width: int | None 
     cached = sum(1 for outcome in report.outcomes if outcome.cached)
     if cached:
         caption += f"; outputs of {cached} of {len(report.outcomes)} checkpoints read from the cache {report.cache}"
-    left_out = [name for name in _DROP_ORDER if name not in columns]
+    applies = [name for name in _DROP_ORDER if report.bootstrap is not None or name not in _BOOTSTRAP_COLUMNS]
+    left_out = [name for name in applies if name not in columns]
     if left_out:
         caption += f"; not shown at this width: {', '.join(left_out)} (see --format json)"
     if short and "format" in columns and any(outcome.format == "torchscript" for outcome in report.outcomes):
         caption += "; ts = torchscript"
+    if report.bootstrap is not None and report.ok:
+        caption += (
+            "; intervals and P(best) (the share of resamples in which it scores best) from"
+            f" {report.bootstrap.resamples} paired bootstrap resamples of the records;"
+            " tied: its difference from rank 1 is within the noise"
+        )
     title = f"MELEP ranking on {target.path} ({report.weighting} weighting; lower is better)"
     return set_annotations(table, title, caption)
+
+
+def _format_share(share: float) -> str:
+    """A probability in two decimals, never rounded to a false certainty ('<0.01', '>0.99')."""
+    if 0.0 < share < 0.005:
+        return "<0.01"
+    if 0.995 <= share < 1.0:
+        return ">0.99"
+    return f"{share:.2f}"
+
+
+def rank_noise_note(report: RankReport) -> Table | None:
+    """A line under the ranking saying whether its best can be told apart from the others, or None (no
+    bootstrap, or fewer than two ranked checkpoints); wrapped at words to the console, as a one-cell grid."""
+    sentence = _noise_sentence(report)
+    if sentence is None:
+        return None
+    grid = Table.grid()
+    grid.add_column(overflow="fold")
+    grid.add_row(Text(sentence))
+    return grid
+
+
+def _noise_sentence(report: RankReport) -> str | None:
+    if report.bootstrap is None or len(report.ok) < 2:
+        return None
+    records = count_noun(report.target.records, "record")
+    tied = report.tied_ranks
+    if len(tied) > 1:
+        return (
+            f"{_ranks_phrase(tied)} are within the noise of this target: {records} (the"
+            f" {report.bootstrap.confidence:.0%} interval of each one's difference from rank 1 contains 0)"
+        )
+    best = report.ok[0].uncertainty
+    assert best is not None
+    share = _format_share(best.p_best)
+    return f"rank 1 is ahead of the others beyond the noise of this target ({records}): P(best) {share}"
+
+
+def _ranks_phrase(ranks: Sequence[int]) -> str:
+    """'ranks 1-3' for consecutive ranks, else 'ranks 1, 2 and 4'."""
+    if list(ranks) == list(range(ranks[0], ranks[0] + len(ranks))):
+        return f"ranks {ranks[0]}-{ranks[-1]}"
+    return "ranks " + ", ".join(str(rank) for rank in ranks[:-1]) + f" and {ranks[-1]}"
 
 
 def rank_errors_table(report: RankReport) -> Table | None:
@@ -412,7 +540,10 @@ def rank_errors_table(report: RankReport) -> Table | None:
     return set_annotations(table, "Checkpoints that failed")
 
 
-_PER_LABEL_TITLE = "Per target label m(y) (lower is better; best per label in bold)"
+_PER_LABEL_TITLE = (
+    "Per target label m(y) (lower is better; best per label in bold) and, in brackets, the share of H(y)"
+    " it removes (H(y): what an output carrying nothing about y scores)"
+)
 
 
 def rank_per_label_table(report: RankReport, *, top: int | None = None, width: int | None = None) -> Table | Group:
@@ -459,15 +590,20 @@ def _per_label_grid(
     table = FittedTable(header_style="bold")
     table.add_column("label", overflow="fold")
     table.add_column("prevalence", justify="right", no_wrap=True)
+    table.add_column("H(y)", justify="right", no_wrap=True)
     for outcome in outcomes:
         header = f"#{outcome.rank}" if by_rank else outcome.name
         table.add_column(literal(header), justify="right", no_wrap=True)
+    entropy = binary_entropy(report.target.prevalence)
     for index, label in enumerate(report.target.labels):
-        cells = [
-            literal(format_score(value), "bold" if best[index] is not None and value == best[index] else "")
-            for value in _per_label_values(outcomes, index)
-        ]
-        table.add_row(literal(label), f"{report.target.prevalence[index]:.3f}", *cells)
+        cells = []
+        for outcome in outcomes:
+            value = outcome.result.per_label[index]  # type: ignore[union-attr]
+            share = outcome.removed_share[index]  # type: ignore[index]
+            text = format_score(value) + (f" ({share:.0%})" if math.isfinite(share) else "")
+            cells.append(literal(text, "bold" if best[index] is not None and value == best[index] else ""))
+        prevalence = report.target.prevalence[index]
+        table.add_row(literal(label), f"{prevalence:.3f}", format_score(entropy[index]), *cells)
     return table
 
 

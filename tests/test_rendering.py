@@ -27,7 +27,10 @@ CHECKPOINTS = SAMPLE / "checkpoints"
 ONNX = CHECKPOINTS / "ptbxl_superclass_resnet1d.onnx"
 #: Names Rich would read as markup: a style tag, a closing tag, an unknown tag, an unbalanced close.
 BRACKETED_LABELS = ["NORM[v2]", "MI[red]x", "[bold]STTC", "HYP[/]", "CD[/red]", "IMI", "LVH", "AFIB", "PVC"]
-ALL_RANK_COLUMNS = ["rank", "checkpoint", "format", "MELEP", "Δ best", "source labels", "records", "seconds"]
+ALL_RANK_COLUMNS = [
+    "rank", "checkpoint", "format", "MELEP", "interval", "P(best)", "Δ best", "source labels", "records", "seconds"
+]  # fmt: skip
+HEADERS = {"interval": "95% interval"}
 
 
 def render(renderable: RenderableType, width: int, *, soft_wrap: bool = False) -> str:
@@ -174,7 +177,7 @@ def test_cache_list_shows_bracketed_paths_literally(tmp_path: Path, capsys: pyte
 
 
 @pytest.mark.parametrize("soft_wrap", [False, True], ids=["pipe", "terminal"])
-@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("width", [80, 120, 160])
 def test_the_rank_table_fits_the_width_with_names_whole(
     sample_ranking: RankReport, width: int, soft_wrap: bool
 ) -> None:
@@ -189,10 +192,13 @@ def test_the_rank_table_fits_the_width_with_names_whole(
     assert _words(title) == str(table.title).split(), text  # every word whole, none lost
     assert _words(caption) == str(table.caption).split(), text
     header = next(line for line in lines if "checkpoint" in line)
-    expected = ALL_RANK_COLUMNS if width >= 120 else ["rank", "checkpoint", "format", "MELEP", "Δ best"]
-    assert [cell.strip() for cell in header.strip("┃ ").split("┃")] == expected
-    if width < 120:
-        assert "not shown at this width: records, seconds, source labels" in " ".join(_words(caption))
+    shown = report.rank_table_columns(sample_ranking, width)
+    assert [cell.strip() for cell in header.strip("┃ ").split("┃")] == [HEADERS.get(name, name) for name in shown]
+    assert {"MELEP", "interval", "P(best)"} <= set(shown)  # the score and how sure it is, even at 80 columns
+    if width >= 160:
+        assert list(shown) == ALL_RANK_COLUMNS
+    else:
+        assert "not shown at this width: records, seconds" in " ".join(_words(caption))
 
 
 def test_columns_are_dropped_in_a_fixed_order(sample_ranking: RankReport) -> None:
@@ -204,9 +210,10 @@ def test_columns_are_dropped_in_a_fixed_order(sample_ranking: RankReport) -> Non
     dropped = []
     for before, after in itertools.pairwise(chosen):
         dropped += [name for name in before if name not in after]
-    assert dropped == ["records", "seconds", "source labels", "Δ best", "format"]
-    assert chosen[-1] == ("rank", "checkpoint", "MELEP")
-    short = next(width for width, names in zip(widths, chosen) if names == ("rank", "checkpoint", "format", "MELEP"))
+    assert dropped == ["records", "seconds", "source labels", "format", "Δ best", "interval"]
+    assert chosen[-1] == ("rank", "checkpoint", "MELEP", "P(best)")
+    with_format = ("rank", "checkpoint", "format", "MELEP", "interval", "P(best)", "Δ best")
+    short = min(width for width, names in zip(widths, chosen) if names == with_format)  # the short form
     text = render(report.rank_table(sample_ranking, width=short), short)
     formats = [line.split("│")[3].strip() for line in text.splitlines() if line.count("│") > 3]
     assert "ts" in formats and "torchscript" not in formats  # the short form of the format before it goes
@@ -267,16 +274,17 @@ def test_the_per_label_table_at_80_columns(sample_ranking: RankReport, soft_wrap
     lines = text.splitlines()
     assert all(len(line) <= 80 for line in lines), text
     assert "…" not in text, text
-    header = next(line for line in lines if line.startswith("┃ label"))
-    assert [cell.strip() for cell in header.strip("┃ ").split("┃")][2:] == [
-        f"#{outcome.rank}" for outcome in sample_ranking.ok
-    ]
-    legend = " ".join(_words(_annotation_lines(text)[1]))
+    headers = [line for line in lines if line.startswith("┃ label")]
+    shown = [cell.strip() for header in headers for cell in header.strip("┃ ").split("┃")[3:]]
+    assert shown == [f"#{outcome.rank}" for outcome in sample_ranking.ok]  # headed by rank, each once, in order
+    legend = " ".join(_words(text.splitlines()))
     for outcome in sample_ranking.ok:
         assert f"#{outcome.rank} {outcome.name}" in legend.replace("=", " "), legend
-    for label in sample_ranking.target.labels:  # every value whole: four decimals
-        row = next(line for line in lines if line.startswith(f"│ {label} "))
-        assert len(re.findall(r"\b\d\.\d{4}\b", row)) == len(sample_ranking.ok), row
+    for label in sample_ranking.target.labels:  # every value whole: m(y) in four decimals and its share of H(y)
+        rows = [line for line in lines if line.startswith(f"│ {label} ")]
+        assert len(rows) == len(headers)
+        cells = re.findall(r"\b\d\.\d{4} \(-?\d+%\)", " ".join(rows))
+        assert len(cells) == len(sample_ranking.ok), rows
 
 
 def test_the_per_label_table_splits_when_even_rank_headers_do_not_fit(sample_ranking: RankReport) -> None:

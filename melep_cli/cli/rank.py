@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from melep_cli import report
+from melep_cli.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, BootstrapSettings
 from melep_cli.checkpoints import parse_device
 from melep_cli.cli.app import (
     EXIT_CHECKPOINT_FAILED,
@@ -71,6 +72,24 @@ def rank_command(
         int | None,
         typer.Option("--top", metavar="N", min=1, help="Show only the N best checkpoints (failures still listed)."),
     ] = None,
+    resamples: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            metavar="B",
+            help="Paired bootstrap resamples of the target records for the intervals, P(best) and ties (0: none).",
+        ),
+    ] = DEFAULT_RESAMPLES,
+    confidence: Annotated[
+        float,
+        typer.Option("--confidence", metavar="LEVEL", help="Confidence level of the intervals."),
+    ] = DEFAULT_CONFIDENCE,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", metavar="S", help="Seed of the bootstrap's resamples (the same seed, the same intervals)."
+        ),
+    ] = DEFAULT_SEED,
     target_options: TargetOptions | None = None,
     output_format: FormatOption = OutputFormat.table,
     output: OutputFileOption = None,
@@ -81,6 +100,9 @@ def rank_command(
 
     Each checkpoint runs one forward pass over the target, and its outputs are stored (--cache): ranking
     the same target again, with other labels or weightings, runs none.
+
+    Each score comes with its interval and P(best), from a paired bootstrap over the target records
+    (--bootstrap); a checkpoint whose difference from the best is within that noise is marked tied.
 
     Example:
         melep rank -c ckpts/ -t data.h5
@@ -95,6 +117,7 @@ def rank_command(
         if pairs and output_format is OutputFormat.csv:
             raise UsageError("--pairs needs --format json or table: a CSV row cannot hold the phi matrices")
         choice = cache_choice(cache, no_cache)
+        bootstrap = BootstrapSettings(resamples=resamples, confidence=confidence, seed=seed)
         with progress_bar("ranking", quiet=quiet) as update:
             result = rank(
                 checkpoints,
@@ -110,6 +133,7 @@ def rank_command(
                 threads=threads,
                 precision=precision.value,
                 target_options=target_options,
+                bootstrap=bootstrap,
             )
         if top is not None:
             result = result.top(top)
@@ -125,6 +149,9 @@ def rank_command(
 
 def _tables(result: RankReport, *, per_label: bool, pairs: bool) -> list:
     tables: list = [report.rank_table(result)]
+    note = report.rank_noise_note(result)
+    if note is not None:
+        tables.append(note)
     errors = report.rank_errors_table(result)
     if errors is not None:
         tables.append(errors)

@@ -2,7 +2,9 @@
 
 A score is pure (no files, no models, no logging): `compute(outputs, labels, label_names)` with the
 outputs one checkpoint's forward pass stored and the target's 0/1 labels of the same records, in the
-same order. A new score is a module with one class like `MelepScore` plus one line in `SCORES`.
+same order. With `influence=True` it also gives each record's influence on its total and per-label
+values, from which `melep_cli.bootstrap` draws the resampled values of the paired bootstrap.
+A new score is a module with one class like `MelepScore` plus one line in `SCORES`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class ScoreValue:
     per_label: np.ndarray  # (Y,), NaN where the label carries no information
     label_names: tuple[str, ...]
     detail: Any = None
+    influence: np.ndarray | None = None  # (n,): each record's influence on `value` (see melep_cli.bootstrap)
+    per_label_influence: np.ndarray | None = None  # (n, Y): the same for each of `per_label`
 
     def better_than(self, other: ScoreValue) -> bool:
         return self.value < other.value if self.direction == "lower" else self.value > other.value
@@ -51,4 +55,6 @@ class Score(Protocol):
     direction: ClassVar[Direction]
     needs: ClassVar[frozenset[Need]]
 
-    def compute(self, outputs: ModelOutputs, labels: np.ndarray, label_names: Sequence[str]) -> ScoreValue: ...
+    def compute(
+        self, outputs: ModelOutputs, labels: np.ndarray, label_names: Sequence[str], *, influence: bool = False
+    ) -> ScoreValue: ...

@@ -6,7 +6,7 @@ The computation is `melep_cli.metric.melep`; this class only adapts it to the sc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -27,7 +27,9 @@ class MelepScore:
     direction: ClassVar[Direction] = "lower"
     needs: ClassVar[frozenset[Need]] = frozenset({"scores"})
 
-    def compute(self, outputs: ModelOutputs, labels: np.ndarray, label_names: Sequence[str]) -> ScoreValue:
+    def compute(
+        self, outputs: ModelOutputs, labels: np.ndarray, label_names: Sequence[str], *, influence: bool = False
+    ) -> ScoreValue:
         source_weights = outputs.source_prevalence if self.source_weighted else None
         result = melep(
             outputs.scores,
@@ -37,5 +39,16 @@ class MelepScore:
             source_weights=source_weights,
             label_names=label_names,
             source_names=outputs.source_names,
+            influence=influence,
         )
-        return ScoreValue(self.name, self.direction, result.score, result.per_label, result.label_names, result)
+        detail = replace(result, influence=None, per_label_influence=None)  # the influences are kept once, below
+        return ScoreValue(
+            self.name,
+            self.direction,
+            result.score,
+            result.per_label,
+            result.label_names,
+            detail,
+            influence=result.influence,
+            per_label_influence=result.per_label_influence,
+        )
