@@ -24,8 +24,8 @@ from melep_cli.targets.base import (
     names_by_count,
     select_labels,
 )
-from melep_cli.targets.challenge import parse_header
 from melep_cli.targets.wfdb_dir import read_wfdb_signal
+from melep_cli.targets.wfdb_header import parse_header
 
 log = logging.getLogger("melep")
 
