@@ -24,6 +24,7 @@ from melep_cli.checkpoints import (
     load_checkpoint,
 )
 from melep_cli.errors import CheckpointError, InputError, MelepError, TargetError, UsageError
+from melep_cli.evaluation_io import Evaluation, evaluate
 from melep_cli.forward_pass import DEFAULT_CACHE, ForwardReport, ForwardResult, forward
 from melep_cli.inspecting import inspect_path
 from melep_cli.metric import MelepAccumulator, MelepResult, activate, binary_entropy, melep
@@ -42,6 +43,7 @@ __all__ = [
     "Batch",
     "Checkpoint",
     "CheckpointError",
+    "Evaluation",
     "ForwardReport",
     "ForwardResult",
     "InputError",
@@ -65,6 +67,7 @@ __all__ = [
     "convert",
     "default_cache_dir",
     "discover_checkpoints",
+    "evaluate",
     "forward",
     "inspect_checkpoint",
     "inspect_path",

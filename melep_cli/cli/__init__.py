@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from melep_cli.cli import annotate as _annotate  # noqa: F401  (registers the command)
 from melep_cli.cli import cache as _cache  # noqa: F401  (registers the command)
 from melep_cli.cli import convert as _convert  # noqa: F401  (registers the command)
+from melep_cli.cli import evaluate as _evaluate  # noqa: F401  (registers the command)
 from melep_cli.cli import forward as _forward  # noqa: F401  (registers the command)
 from melep_cli.cli import inspect as _inspect  # noqa: F401  (registers the command)
 from melep_cli.cli import rank as _rank  # noqa: F401  (registers the command)
