@@ -7,6 +7,7 @@ round-robin, medians of the rounds); absolute times are written beside them for 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
 import json
 import os
@@ -83,38 +84,30 @@ def physical_cores() -> int:
     return max(1, min(usable, len(cores) or usable))
 
 
-def _proc_field(path: str, prefix: str) -> str | None:
-    try:
-        return next((line for line in Path(path).read_text().splitlines() if line.startswith(prefix)), None)
-    except OSError:
-        return None
-
-
 def machine_description() -> dict[str, Any]:
     """What the numbers were measured on, written into every results file."""
+    import onnxruntime
     import torch
 
-    model = _proc_field("/proc/cpuinfo", "model name")
-    memory = _proc_field("/proc/meminfo", "MemTotal:")
-    description: dict[str, Any] = {
-        "cpu": model.split(":", 1)[1].strip() if model else platform.processor() or platform.machine(),
+    info = {}
+    for path in ("/proc/cpuinfo", "/proc/meminfo"):
+        with contextlib.suppress(OSError):
+            for line in reversed(Path(path).read_text().splitlines()):
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    return {
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
         "logical_cpus": os.cpu_count(),
         "physical_cores": physical_cores(),
-        "memory_gib": round(int(memory.split()[1]) / 2**20, 1) if memory else None,
+        "memory_gib": round(int(info["MemTotal"].split()[0]) / 2**20, 1) if "MemTotal" in info else None,
         "load_average_at_start": list(os.getloadavg()),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-    try:
-        import onnxruntime
-
-        description["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        description["onnxruntime"] = None
-    return description
 
 
 # ----- timing ---------------------------------------------------------------------------------------------------
@@ -213,6 +206,12 @@ def sixteen_bit(checkpoint: Path, device: str) -> str | None:
 
 
 # ----- results ----------------------------------------------------------------------------------------------------
+def table(columns: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table: the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(columns) + " |", "| --- |" + " ---: |" * (len(columns) - 1)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def write_results(name: str, payload: dict[str, Any], *, quick: bool) -> dict[str, Any]:
     """`payload` with the run's context, written to results/<name>.json (<name>-quick.json for quick runs)."""
     document = {
@@ -226,16 +225,8 @@ def write_results(name: str, payload: dict[str, Any], *, quick: bool) -> dict[st
     document.setdefault("machine", machine_description())
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}{'-quick' if quick else ''}.json"
-    path.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
+    path.write_text(
+        json.dumps(document, indent=2, default=lambda value: getattr(value, "tolist", value.__str__)()) + "\n"
+    )
     print(f"wrote {path}")
     return document
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -5,15 +5,14 @@ PTB-XL 100 Hz records: eager PyTorch (inference_mode); TorchScript loaded from t
 frozen and optimize_for_inference; ONNX Runtime (ORT_ENABLE_ALL) sequential, parallel, and without thread
 spinning; at intra-op threads = physical cores and = 1. Timed round-robin, one pass over the records each,
 after untimed warm-up runs (TorchScript profiles on the first and optimises on the second); medians and best
-of rounds. Then a batch-size sweep of the fastest configuration. CUDA: torch with pinned host memory, ORT's
-CUDAExecutionProvider.
+of rounds. CUDA: torch with pinned host memory, ORT's CUDAExecutionProvider. (`rank-cpu` sweeps rank's batch
+size, where melep's default comes from.)
 
     python benchmarks/run_all.py --only backends-cpu [--quick]   # a few minutes on 2 cores
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -27,7 +26,6 @@ import torch
 
 RECORDS = {"cpu": {"resnet101": 32, "bilstm": 64}, "cuda": {"resnet101": 1024, "bilstm": 1024}}
 QUICK_RECORDS = {"resnet101": 4, "bilstm": 8}
-SWEEP = {"cpu": (16, 32, 64, 128), "cuda": (16, 32, 64, 128, 256, 512)}
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
@@ -44,7 +42,7 @@ def _torch_runner(module: torch.nn.Module, device: str, threads: int | None) -> 
     return run
 
 
-def _ort_runner(path: Path, intra: int, *, parallel: bool = False, spinning: bool = True, cuda: bool = False) -> Runner:
+def ort_runner(path: Path, intra: int, *, parallel: bool = False, spinning: bool = True, cuda: bool = False) -> Runner:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -75,18 +73,18 @@ def backends(model: torch.nn.Module, files: dict[str, Path], device: str, cores:
     if device == "cuda":
         runners = {name: _torch_runner(module, device, None) for name, module in modules.items()}
         if "CUDAExecutionProvider" in ort.get_available_providers():
-            runners["onnxruntime-cuda"] = _ort_runner(files["onnx"], cores, cuda=True)
+            runners["onnxruntime-cuda"] = ort_runner(files["onnx"], cores, cuda=True)
         return runners
     runners = {
         f"{name} (threads={threads})": _torch_runner(module, device, threads)
         for threads in sorted({cores, 1}, reverse=True)
         for name, module in modules.items()
     }
-    runners[f"onnxruntime sequential (intra={cores})"] = _ort_runner(files["onnx"], cores)
-    runners[f"onnxruntime parallel (intra={cores}, inter={cores})"] = _ort_runner(files["onnx"], cores, parallel=True)
-    runners[f"onnxruntime sequential no-spin (intra={cores})"] = _ort_runner(files["onnx"], cores, spinning=False)
+    runners[f"onnxruntime sequential (intra={cores})"] = ort_runner(files["onnx"], cores)
+    runners[f"onnxruntime parallel (intra={cores}, inter={cores})"] = ort_runner(files["onnx"], cores, parallel=True)
+    runners[f"onnxruntime sequential no-spin (intra={cores})"] = ort_runner(files["onnx"], cores, spinning=False)
     if cores > 1:
-        runners["onnxruntime sequential (intra=1)"] = _ort_runner(files["onnx"], 1)
+        runners["onnxruntime sequential (intra=1)"] = ort_runner(files["onnx"], 1)
     return runners
 
 
@@ -107,7 +105,6 @@ def run(device: str = "cpu", quick: bool = False) -> dict[str, Any]:
     cores, machine = _common.physical_cores(), _common.machine_description()
     counts = QUICK_RECORDS if quick else RECORDS[device]
     batch_size, rounds = (4, 1) if quick else (256 if device == "cuda" else 16, 5)
-    sweep = (4, 8) if quick else SWEEP[device]
     sync = torch.cuda.synchronize if device == "cuda" else None
     signals, origin = _common.load_ptbxl_signals(max(*counts.values(), 32))
     results: dict[str, Any] = {}
@@ -141,16 +138,6 @@ def run(device: str = "cpu", quick: bool = False) -> dict[str, Any]:
                 )
                 print(f"  {name} {label:<44} {rows[-1]['records_per_s']:8.1f} records/s")
             best = max(rows, key=lambda row: row["records_per_s"])["backend"]
-            plans = {}
-            for size in sweep:  # at least one full batch of each size
-                padded = records[np.arange(math.ceil(max(count, size) / size) * size) % count]
-                plans[size] = _passes(runners[best], [padded[i : i + size] for i in range(0, len(padded), size)], sync)
-                plans[size]()
-            sweep_times = _common.round_robin(plans, rounds)
-            sizes = [
-                {"batch_size": size, **_common.summary(seconds, math.ceil(max(count, size) / size) * size)}
-                for size, seconds in sweep_times.items()
-            ]
             results[name] = {
                 "gflop_per_record": models.flops_per_record(model) / 1e9,
                 "records": count,
@@ -158,7 +145,6 @@ def run(device: str = "cpu", quick: bool = False) -> dict[str, Any]:
                 "repeats": rounds,
                 "backends": rows,
                 "best_backend": best,
-                "batch_size_sweep": {"backend": best, "sizes": sizes},
             }
     payload = {"device": device, "input": origin, "machine": machine, "models": results}
     return _common.write_results(f"backends-{device}", payload, quick=quick)
@@ -180,11 +166,6 @@ def figures(document: dict[str, Any]) -> list[str]:
                 f"| {model} ({result['gflop_per_record']:.2f} GFLOP) | {row['backend']} | {row['records_per_s']:.1f} "
                 f"| {row['speedup_vs_eager']:.2f} | {row['speedup_vs_eager_best_of_rounds']:.2f} |"
             )
-    lines.append("")
-    for model, result in document["models"].items():
-        sweep = result["batch_size_sweep"]
-        sizes = ", ".join(f"{row['batch_size']}: {row['records_per_s']:.1f}" for row in sweep["sizes"])
-        lines.append(f"Batch-size sweep, {model}, {sweep['backend']} (records/s): {sizes}.")
     return lines
 
 

@@ -1,22 +1,17 @@
 """`rank-cache`: the outputs store. The first rank into an empty cache against a re-rank on the filled one.
 
-Stage 1 (the forward passes) keeps every checkpoint's outputs in the outputs store; ranking the same target
-again with other labels or another weighting reads them back and runs no forward pass (not even a decode).
-This benchmark times, round-robin in the same run, median of the rounds:
+Ranking the same target again with other labels or another weighting reads the stored outputs back and runs
+no forward pass (not even a decode). Timed round-robin in the same run, medians of the rounds:
 
-- on `sample_data/` (the README's quick start, five checkpoints, 300 records): the first rank into an empty
-  cache (`melep rank --checkpoints sample_data/checkpoints --target sample_data/ptbxl_target.h5`), a re-rank
-  with another label subset and weighting (`--labels NORM,MI,AFIB --weighting uniform`) on the filled cache,
-  and the same re-rank with `--no-cache` (every forward pass; its scores are the reference). Both as fresh
-  CLI processes (`python -m melep_cli rank`, what the `melep` script runs: start-up included; `melep --help`
-  is timed beside them, the start-up alone) and in-process through `melep_cli.rank(...)` after one untimed
-  warm-up of the imports. The issue's goal: re-rank / first run under 0.25 on sample_data.
-- the paper's ResNet-101 and Bi-LSTM (`models.py`, ONNX checkpoints) on the first 1024 records of the shared
-  PTB-XL (100 Hz), as `rank-cpu` builds them: the same three, in-process.
+- on `sample_data/` (the README's quick start: five checkpoints, 300 records), as fresh CLI processes
+  (`python -m melep_cli rank`, start-up included; `melep --help` beside them, the start-up alone) and
+  in-process through `melep_cli.rank(...)`: the first rank into an empty cache, the re-rank
+  (`--labels NORM,MI,AFIB --weighting uniform`) on the filled cache, and that re-rank with `--no-cache`
+  (every forward pass: the reference scores). Goal: re-rank / first run under 0.25.
+- the paper's ResNet-101 and Bi-LSTM (ONNX) on the first 1024 PTB-XL records: the same three, in-process.
 
-Each round's first run fills a new cache directory, and the re-rank reads the one the round before filled
-(the warm-up fills the first), so the order of the configurations can turn from round to round. Every
-re-rank must run no forward pass, and its scores must equal the `cache=None` rank's with the same options.
+Each round's first run fills a new directory, and the re-rank reads the one the round before filled. Every
+re-rank must run no forward pass and give the scores of the `cache=None` rank with the same options.
 
     python benchmarks/run_all.py --only rank-cache [--quick]   # --quick: 2 rounds; paper models: 64 records, 1 round
 """
@@ -29,7 +24,7 @@ import logging
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,73 +32,51 @@ import _common
 
 import melep_cli
 
-SAMPLE = _common.SAMPLE_DIR
-SAMPLE_CHECKPOINTS = SAMPLE / "checkpoints"
-SAMPLE_TARGET = SAMPLE / "ptbxl_target.h5"
-#: The re-rank of the sample data: another label subset and another weighting than the first run's defaults.
+SAMPLE_CHECKPOINTS = _common.SAMPLE_DIR / "checkpoints"
+SAMPLE_TARGET = _common.SAMPLE_DIR / "ptbxl_target.h5"
+#: The re-ranks: another label subset and weighting than the first run's defaults (AFIB: a rhythm statement).
 SAMPLE_RERANK = {"labels": ("NORM", "MI", "AFIB"), "weighting": "uniform"}
-#: The re-rank of the PTB-XL directory (the superclasses are its default labels; AFIB is a rhythm statement).
 PTBXL_RERANK = {"labels": ("NORM", "MI", "STTC"), "weighting": "uniform"}
-#: The issue's goal on sample_data: a re-rank on the filled cache takes under a quarter of the first run.
 GOAL = 0.25
-SAMPLE_ROUNDS = 7
-PAPER_ROUNDS = 3
-PAPER_MODELS = ("resnet101", "bilstm")
-PAPER_RECORDS, QUICK_PAPER_RECORDS = 1024, 64  # rank-cpu's PTB-XL directories for the Bi-LSTM
-#: Scores of a re-rank and of the cache=None rank may differ by this much (they are expected to be identical).
-SCORE_TOLERANCE = 1e-12
-
-FIRST = "first run (empty cache)"
-RERANK = "re-rank (filled cache)"
-NO_CACHE = "re-rank options, no cache"
+PAPER_RECORDS, QUICK_PAPER_RECORDS = 1024, 64
+FIRST, RERANK, NO_CACHE = "first run (empty cache)", "re-rank (filled cache)", "re-rank options, no cache"
 HELP = "melep --help (start-up alone)"
 
 #: A rank: the cache directory (None: no store) -> {"scores": {checkpoint: MELEP}, "forward_passes": int}.
 Ranker = Callable[[Path | None], dict[str, Any]]
 
 
-def _in_process(checkpoints: Sequence[Path], target: Path, options: dict[str, Any]) -> Ranker:
+def _in_process(checkpoints: list[Path], target: Path, options: dict[str, Any]) -> Ranker:
     """`melep_cli.rank(checkpoints, open_target(target, labels=...), cache=..., weighting=...)` in this process."""
 
     def call(cache: Path | None) -> dict[str, Any]:
-        opened = melep_cli.open_target(target, labels=options["labels"]) if "labels" in options else target
-        rank_options = {key: value for key, value in options.items() if key != "labels"}
-        report = melep_cli.rank(list(checkpoints), opened, cache=cache, **rank_options)
+        opened = melep_cli.open_target(target, labels=options["labels"]) if options else target
+        report = melep_cli.rank(checkpoints, opened, cache=cache, weighting=options.get("weighting", "prevalence"))
         if report.failed:
             raise RuntimeError("rank failed: " + "; ".join(str(outcome.error) for outcome in report.failed))
-        return {
-            "scores": {outcome.name: outcome.melep for outcome in report.outcomes},
-            "forward_passes": report.forward_passes,
-        }
+        return {"scores": {o.name: o.melep for o in report.outcomes}, "forward_passes": report.forward_passes}
 
     return call
 
 
 def _cli_options(options: dict[str, Any]) -> list[str]:
-    arguments = []
-    if "labels" in options:
-        arguments += ["--labels", ",".join(options["labels"])]
-    if "weighting" in options:
-        arguments += ["--weighting", options["weighting"]]
-    return arguments
+    return ["--labels", ",".join(options["labels"]), "--weighting", options["weighting"]] if options else []
 
 
-def _cli(checkpoints: Sequence[Path], target: Path, options: dict[str, Any]) -> Ranker:
+def _cli(checkpoints: list[Path], target: Path, options: dict[str, Any]) -> Ranker:
     """A fresh `python -m melep_cli rank ... --format json` process (None: `--no-cache`); scores from its JSON."""
 
     def call(cache: Path | None) -> dict[str, Any]:
-        command = _common.melep_command("rank", "--target", str(target), "--format", "json", "-q")
-        command += itertools.chain.from_iterable(("--checkpoints", str(path)) for path in checkpoints)
+        command = _common.melep_command("rank", "-c", str(checkpoints[0]), "-t", str(target), "-f", "json", "-q")
         command += ["--no-cache"] if cache is None else ["--cache", str(cache)]
-        command += _cli_options(options)
-        completed = subprocess.run(command, capture_output=True, text=True, env=_common.ENVIRONMENT, check=False)
+        completed = subprocess.run(
+            command + _cli_options(options), capture_output=True, text=True, env=_common.ENVIRONMENT, check=False
+        )
         if completed.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} exited {completed.returncode}: {completed.stderr[-1000:]}")
         document = json.loads(completed.stdout)
-        return {
-            "scores": {row["checkpoint"]: row["melep"] for row in document["results"]},
-            "forward_passes": document["forward_passes"],
-        }
+        scores = {row["checkpoint"]: row["melep"] for row in document["results"]}
+        return {"scores": scores, "forward_passes": document["forward_passes"]}
 
     return call
 
@@ -112,57 +85,38 @@ def _help() -> None:
     subprocess.run(_common.melep_command("--help"), capture_output=True, env=_common.ENVIRONMENT, check=True)
 
 
-def _scenario(
-    first: Ranker,
-    rerank: Ranker,
-    *,
-    checkpoints: int,
-    records: int,
-    rounds: int,
-    scratch: Path,
-    extra: dict[str, Callable[[], Any]] | None = None,
-) -> dict[str, Any]:
-    """FIRST (default options, a new cache directory each round), RERANK (the re-rank options, on the directory the
-    round before filled) and NO_CACHE (the re-rank options, cache=None), plus `extra`, round-robin after one untimed
-    warm-up of each; the ratios, and the check that every re-rank ran no forward pass and scored as NO_CACHE did."""
+def _scenario(first: Ranker, rerank: Ranker, checkpoints: int, records: int, rounds: int, scratch: Path, extra=None):
+    """FIRST (a new directory each round), RERANK (on the directory the round before filled), NO_CACHE, and `extra`,
+    round-robin after an untimed warm-up of each; the ratios, and the checks on forward passes and scores."""
     directories = (scratch / f"cache-{index}" for index in itertools.count())
     filled = next(directories)
-    outcomes: dict[str, list[dict[str, Any]]] = {FIRST: [], RERANK: [], NO_CACHE: []}
-    first(filled)  # warm-up: imports, the file cache, ONNX Runtime's and TorchScript's first runs; fills `filled`
-    outcomes[RERANK].append(rerank(filled))
-    outcomes[NO_CACHE].append(rerank(None))
+    runs = {FIRST: [first(filled)], RERANK: [rerank(filled)], NO_CACHE: [rerank(None)]}  # the warm-up fills `filled`
     for run in (extra or {}).values():
         run()
-    times: dict[str, list[float]] = {label: [] for label in [FIRST, RERANK, NO_CACHE, *(extra or {})]}
+    times: dict[str, list[float]] = {}
     for round_index in range(rounds):
         fresh = next(directories)
         configurations: dict[str, Callable[[], Any]] = {
-            FIRST: lambda fresh=fresh: outcomes[FIRST].append(first(fresh)),
-            RERANK: lambda filled=filled: outcomes[RERANK].append(rerank(filled)),
-            NO_CACHE: lambda: outcomes[NO_CACHE].append(rerank(None)),
+            FIRST: lambda fresh=fresh: runs[FIRST].append(first(fresh)),
+            RERANK: lambda filled=filled: runs[RERANK].append(rerank(filled)),
+            NO_CACHE: lambda: runs[NO_CACHE].append(rerank(None)),
             **(extra or {}),
         }
         names = list(configurations)
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in names[round_index % len(names) :] + names[: round_index % len(names)]:
             start = time.perf_counter()
             configurations[name]()
-            times[name].append(time.perf_counter() - start)
+            times.setdefault(name, []).append(time.perf_counter() - start)
         filled = fresh
-    bad_first = [run["forward_passes"] for run in outcomes[FIRST] if run["forward_passes"] != checkpoints]
-    bad_rerank = [run["forward_passes"] for run in outcomes[RERANK] if run["forward_passes"] != 0]
-    if bad_first or bad_rerank:
-        raise AssertionError(f"forward passes: first runs {bad_first} (of {checkpoints}), re-ranks {bad_rerank}")
-    reference = outcomes[NO_CACHE][0]["scores"]
-    difference = max(
-        abs(run["scores"][name] - score)
-        for run in outcomes[RERANK] + outcomes[NO_CACHE]
-        for name, score in reference.items()
-    )
-    if difference > SCORE_TOLERANCE or any(set(run["scores"]) != set(reference) for run in outcomes[RERANK]):
+    passes = [run["forward_passes"] for run in runs[FIRST] + runs[RERANK]]
+    if passes != [checkpoints] * len(runs[FIRST]) + [0] * len(runs[RERANK]):
+        raise AssertionError(f"forward passes: first runs {runs[FIRST]}, re-ranks {runs[RERANK]}")
+    reference = runs[NO_CACHE][0]["scores"]
+    difference = max(abs(run["scores"][name] - score) for run in runs[RERANK] for name, score in reference.items())
+    if difference > 1e-12:
         raise AssertionError(f"re-rank scores differ from the cache=None rank's by {difference}")
     rows = {label: _common.summary(seconds, records) for label, seconds in times.items()}
-    result: dict[str, Any] = {
+    result = {
         "checkpoints": checkpoints,
         "records": records,
         "rounds": rounds,
@@ -170,86 +124,48 @@ def _scenario(
         "rerank_over_first": rows[RERANK]["median_s"] / rows[FIRST]["median_s"],
         "rerank_over_first_best_rounds": rows[RERANK]["min_s"] / rows[FIRST]["min_s"],
         "first_over_no_cache": rows[FIRST]["median_s"] / rows[NO_CACHE]["median_s"],
-        "rerank_forward_passes": 0,
         "rerank_scores_equal_no_cache": difference == 0.0,
         "max_abs_score_difference_vs_no_cache": difference,
         "scores": reference,
     }
-    if HELP in rows:
-        result["rerank_minus_startup_s"] = rows[RERANK]["median_s"] - rows[HELP]["median_s"]
-    print(
-        f"    first run {rows[FIRST]['median_s']:.3f} s, re-rank {rows[RERANK]['median_s']:.3f} s: "
-        f"ratio {result['rerank_over_first']:.3f} (best rounds {result['rerank_over_first_best_rounds']:.3f}); "
-        f"no cache {rows[NO_CACHE]['median_s']:.3f} s (first run / no cache {result['first_over_no_cache']:.3f})"
-        + (f"; melep --help {rows[HELP]['median_s']:.3f} s" if HELP in rows else "")
-        + f"; re-rank scores {'identical to' if difference == 0 else f'within {difference:.0e} of'} cache=None's"
-    )
+    print("    " + ", ".join(f"{label} {row['median_s']:.3f} s" for label, row in rows.items()))
     return result
 
 
-def run(quick: bool = False, rounds: int | None = None, paper_records: int | None = None) -> dict[str, Any]:
+def run(quick: bool = False) -> dict[str, Any]:
     """sample_data (CLI and in-process), then the paper models on a PTB-XL directory (in-process)."""
     logging.getLogger("melep").setLevel(logging.ERROR)  # the sample checkpoints' metadata warnings, every rank
-    sample_rounds = rounds or (2 if quick else SAMPLE_ROUNDS)
-    paper_rounds = rounds or (1 if quick else PAPER_ROUNDS)
+    sample_rounds, paper_rounds = (2, 1) if quick else (7, 3)
     machine = _common.machine_description()
-    load = machine["load_average_at_start"]
-    print(f"machine: {machine['cpu']}, {machine['physical_cores']} physical cores, load {load}")
-    sample_checkpoints = melep_cli.discover_checkpoints([SAMPLE_CHECKPOINTS])
-    sample_records = len(melep_cli.open_target(SAMPLE_TARGET))
-    payload: dict[str, Any] = {
-        "what": "the first rank into an empty outputs store (default options) against a re-rank with other labels "
-        "and weighting on the filled store, and the re-rank's options without a store (cache=None / --no-cache: "
-        "the reference scores), round-robin in the same run, median of the rounds",
-        "goal": f"re-rank / first run < {GOAL} on sample_data",
-        "machine": machine,
-        "sample_data": {
-            "command": "melep rank --checkpoints sample_data/checkpoints --target sample_data/ptbxl_target.h5",
-            "rerank_options": _cli_options(SAMPLE_RERANK),
-        },
-    }
+    checkpoints = len(melep_cli.discover_checkpoints([SAMPLE_CHECKPOINTS]))
+    records = len(melep_cli.open_target(SAMPLE_TARGET))
+    sample: dict[str, Any] = {"rerank_options": _cli_options(SAMPLE_RERANK)}
+    payload: dict[str, Any] = {"goal": f"re-rank / first run < {GOAL} on sample_data", "machine": machine}
     with tempfile.TemporaryDirectory(prefix="melep-bench-cache-") as scratch:
-        directory = Path(scratch)
-        sample = payload["sample_data"]
         for mode, make in (("cli", _cli), ("in_process", _in_process)):
-            how = "fresh CLI processes" if mode == "cli" else "in-process"
-            print(f"sample_data, {how}: {len(sample_checkpoints)} checkpoints, {sample_records} records")
+            print(f"sample_data, {mode}: {checkpoints} checkpoints, {records} records")
             sample[mode] = _scenario(
                 make([SAMPLE_CHECKPOINTS], SAMPLE_TARGET, {}),
                 make([SAMPLE_CHECKPOINTS], SAMPLE_TARGET, SAMPLE_RERANK),
-                checkpoints=len(sample_checkpoints),
-                records=sample_records,
-                rounds=sample_rounds,
-                scratch=directory / f"sample-{mode}",
-                extra={HELP: _help} if mode == "cli" else None,
+                checkpoints,
+                records,
+                sample_rounds,
+                Path(scratch) / f"sample-{mode}",
+                {HELP: _help} if mode == "cli" else None,
             )
-        for mode in ("cli", "in_process"):
-            sample[f"meets_goal_{mode}"] = sample[mode]["rerank_over_first"] < GOAL
-        if (_common.PTBXL_DIR / "ptbxl_database.csv").is_file():
-            count = paper_records or (QUICK_PAPER_RECORDS if quick else PAPER_RECORDS)
-            target = _common.ptbxl_subset(count, directory / "ptbxl")
-            exported = _common.export_paper_models(PAPER_MODELS, directory, quick)
-            paper: dict[str, Any] = {
-                "input": f"the first {count} PTB-XL 100 Hz records of {_common.PTBXL_DIR}",
-                "format": "onnx",
-                "rerank_options": _cli_options(PTBXL_RERANK),
-                "models": {},
-            }
-            for name in PAPER_MODELS:
-                checkpoint = [exported[name]["onnx"]]
-                print(f"{name} (ONNX, {exported[name]['gflop_per_record']:.2f} GFLOP/record), {count} PTB-XL records")
+        payload["sample_data"] = sample
+        if not _common.missing_ptbxl():
+            count = QUICK_PAPER_RECORDS if quick else PAPER_RECORDS
+            target = _common.ptbxl_subset(count, Path(scratch) / "ptbxl")
+            exported = _common.export_paper_models(("resnet101", "bilstm"), Path(scratch), quick)
+            paper: dict[str, Any] = {"rerank_options": _cli_options(PTBXL_RERANK), "format": "onnx", "models": {}}
+            for name, files in exported.items():
+                print(f"{name} (ONNX), {count} PTB-XL records")
+                first, rerank = (_in_process([files["onnx"]], target, options) for options in ({}, PTBXL_RERANK))
                 paper["models"][name] = _scenario(
-                    _in_process(checkpoint, target, {}),
-                    _in_process(checkpoint, target, PTBXL_RERANK),
-                    checkpoints=1,
-                    records=count,
-                    rounds=paper_rounds,
-                    scratch=directory / f"paper-{name}",
+                    first, rerank, 1, count, paper_rounds, Path(scratch) / f"paper-{name}"
                 )
             payload["paper_models"] = paper
-        else:
-            print(f"PTB-XL not found at {_common.PTBXL_DIR}: the paper models are left out")
-            payload["paper_models"] = {"skipped": f"PTB-XL not found at {_common.PTBXL_DIR}"}
     return _common.write_results("rank-cache", payload, quick=quick)
 
 

@@ -8,13 +8,11 @@ tracing does not slow the timed ones. The baseline is `naive_baseline.naive_mele
 plain LEEP per label pair), timed round-robin with it up to NAIVE_MAX_N records (it takes ~80 s at 10^6);
 both must give the same score.
 
-    python benchmarks/bench_metric.py            # n = 10^3 .. 10^6
-    python benchmarks/bench_metric.py --quick    # n = 10^3 .. 10^5, the baseline up to 10^4
+    python benchmarks/run_all.py --only metric [--quick]   # n = 10^3 .. 10^6; --quick: .. 10^5, the loop to 10^4
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import tracemalloc
 from collections.abc import Callable
@@ -56,57 +54,35 @@ def _peak_bytes(function: Callable[[], object]) -> int:
 
 
 def measure(n: int, *, naive: bool) -> dict[str, Any]:
-    """One size: melep's median seconds, CPU seconds and peak; the naive loop's in the same rounds."""
+    """One size: melep's median seconds and peak, and the naive loop's seconds in the same rounds."""
     logits, labels = synthetic_forward_pass(n, TARGET_LABELS, SOURCE_LABELS)
-    configurations: dict[str, Callable[[], Any]] = {
-        "melep": lambda: melep_cli.melep(logits, labels, activation="logits")
-    }
+    configurations = {"melep": lambda: melep_cli.melep(logits, labels, activation="logits").score}
     if naive:
-        configurations["naive"] = lambda: naive_baseline.naive_melep(logits, labels)
-    score = melep_cli.melep(logits, labels, activation="logits").score  # warm-up
-    rounds = 5 if n <= 10**4 else 3 if n <= 10**5 else 2
-    times = _common.round_robin(configurations, rounds)
-    rows = {label: _common.summary(seconds, n) for label, seconds in times.items()}
-    row: dict[str, Any] = {
-        "n": n,
-        "target_labels": TARGET_LABELS,
-        "source_labels": SOURCE_LABELS,
-        "score": score,
-        **rows["melep"],
-        "input_bytes": logits.nbytes + labels.nbytes,
-        "peak_bytes": _peak_bytes(configurations["melep"]),
-    }
+        configurations["naive"] = lambda: naive_baseline.naive_melep(logits, labels)["score"]
+    scores = {label: run() for label, run in configurations.items()}  # warm-up
+    if naive and abs(scores["naive"] / scores["melep"] - 1) > 1e-9:
+        raise AssertionError(f"n = {n}: the naive MELEP {scores['naive']} is not melep_cli.melep's {scores['melep']}")
+    times = _common.round_robin(configurations, 5 if n <= 10**4 else 3 if n <= 10**5 else 2)
+    row: dict[str, Any] = {"n": n, "score": scores["melep"], **_common.summary(times["melep"], n)}
+    row["peak_bytes"] = _peak_bytes(configurations["melep"])
     row["peak_over_n_times_y_plus_z_float64"] = row["peak_bytes"] / (n * (TARGET_LABELS + SOURCE_LABELS) * 8)
     if naive:
-        naive_score = naive_baseline.naive_melep(logits, labels)["score"]
-        row["naive"] = {
-            **rows["naive"],
-            "speedup": rows["naive"]["median_s"] / rows["melep"]["median_s"],
-            "rel_score_difference": abs(naive_score - score) / abs(score),
-        }
-        if row["naive"]["rel_score_difference"] > 1e-9:
-            raise AssertionError(f"n = {n}: the naive MELEP differs from melep_cli.melep by {naive_score - score}")
+        row["naive"] = _common.summary(times["naive"], n)
+        row["naive"]["speedup"] = row["naive"]["median_s"] / row["median_s"]
+    print(
+        f"n={n:>9,}  melep {row['median_s']:8.3f} s" + (f", naive {row['naive']['median_s']:8.3f} s" if naive else "")
+    )
     return row
 
 
-def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
+def run(quick: bool = False) -> dict[str, Any]:
     """Every size; results/metric.json."""
     machine = _common.machine_description()
-    rows = []
-    for n in sizes or (QUICK_SIZES if quick else SIZES):
-        row = measure(n, naive=n <= (10**4 if quick else NAIVE_MAX_N))
-        rows.append(row)
-        naive = row.get("naive")
-        print(
-            f"n={n:>9,}  median {row['median_s']:8.3f} s  peak {row['peak_bytes'] / 2**20:8.1f} MiB"
-            + (f"  naive {naive['median_s']:8.3f} s: {naive['speedup']:.1f}x" if naive else "")
-        )
-    goal = next((row for row in rows if row["n"] == 10**6), None)
+    rows = [measure(n, naive=n <= (10**4 if quick else NAIVE_MAX_N)) for n in (QUICK_SIZES if quick else SIZES)]
     payload = {
-        "what": "melep_cli.melep on float32 logits and uint8 labels, Y=20, Z=100; baseline: naive_baseline."
-        "naive_melep (Python loop of per-pair LEEP) on the same outputs, round-robin",
+        "what": "melep_cli.melep on float32 logits and uint8 labels, Y=20, Z=100, against naive_baseline.naive_melep "
+        "(a Python loop of per-pair LEEP) on the same outputs, round-robin",
         "goal": "10^6 records in under 10 s on 2 cores; memory O(n*(Y+Z))",
-        "goal_met": None if goal is None else goal["median_s"] < 10,
         "machine": machine,
         "sizes": rows,
     }
@@ -114,30 +90,18 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, 
 
 
 def figures(document: dict[str, Any]) -> list[str]:
-    lines = [
+    rows = []
+    for row in document["sizes"]:
+        naive = row.get("naive")
+        rows.append(
+            [f"{row['n']:,}", f"{row['median_s']:.3f} s", f"{row['peak_bytes'] / 2**20:.0f} MiB"]
+            + [f"{row['peak_over_n_times_y_plus_z_float64']:.2f}"]
+            + ([f"{naive['median_s']:.3f} s", f"**{naive['speedup']:.1f}x**"] if naive else ["-", "-"])
+        )
+    columns = ["records n", "melep_cli.melep", "peak extra memory", "peak / n (Y + Z) float64s", "naive loop"]
+    return [
         f"MELEP alone (Y = {TARGET_LABELS}, Z = {SOURCE_LABELS}, float32 logits in) against the naive per-pair "
         "loop on the same outputs, same rounds (goal: 10^6 records under 10 s, memory O(n (Y + Z))):",
         "",
-        "| records n | melep_cli.melep | peak extra memory | peak / n (Y + Z) float64 | naive loop | speed-up |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        *_common.table([*columns, "speed-up"], rows),
     ]
-    for row in document["sizes"]:
-        naive = row.get("naive")
-        lines.append(
-            f"| {row['n']:,} | {row['median_s']:.3f} s | {row['peak_bytes'] / 2**20:.0f} MiB "
-            f"| {row['peak_over_n_times_y_plus_z_float64']:.2f} "
-            + (f"| {naive['median_s']:.3f} s | {naive['speedup']:.1f}x |" if naive else "| - | - |")
-        )
-    return lines
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="sizes 10^3 .. 10^5 only")
-    parser.add_argument("--sizes", type=int, nargs="+", help="record counts to measure")
-    args = parser.parse_args()
-    run(args.quick, tuple(args.sizes) if args.sizes else None)
-
-
-if __name__ == "__main__":
-    main()

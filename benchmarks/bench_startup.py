@@ -13,10 +13,10 @@ with `--no-cache`: every round runs the five forward passes (`rank-cache` times 
 
 from __future__ import annotations
 
+import functools
 import statistics
 import subprocess
 import sys
-import time
 from typing import Any
 
 import _common
@@ -24,18 +24,10 @@ import _common
 #: What melep imported at module level before: the baseline imports them before running the same command.
 EAGER_IMPORTS = ("scipy.io", "scipy.signal", "wfdb", "scipy.special")
 SAMPLE = _common.SAMPLE_DIR
-COMMANDS: dict[str, list[str]] = {
+COMMANDS = {
     "melep --help": ["--help"],
-    "melep rank on sample_data (5 checkpoints)": [
-        "rank",
-        "--checkpoints",
-        str(SAMPLE / "checkpoints"),
-        "--target",
-        str(SAMPLE / "ptbxl_target.h5"),
-        "--format",
-        "json",
-        "--no-cache",
-    ],
+    "melep rank on sample_data (5 checkpoints)": f"rank -c {SAMPLE}/checkpoints -t {SAMPLE}/ptbxl_target.h5 "
+    "--format json --no-cache".split(),
 }
 
 
@@ -50,37 +42,27 @@ def _command(arguments: list[str], *, eager: bool) -> list[str]:
     return [sys.executable, "-c", script]
 
 
-def _run(command: list[str]) -> float:
-    start = time.perf_counter()
+def _run(command: list[str]) -> None:
     finished = subprocess.run(command, capture_output=True, env=_common.ENVIRONMENT, check=False)
-    seconds = time.perf_counter() - start
     if finished.returncode != 0:
         raise RuntimeError(f"{command} exited {finished.returncode}: {finished.stderr.decode()[-400:]}")
-    return seconds
 
 
-def run(quick: bool = False, repeats: int | None = None) -> dict[str, Any]:
+def run(quick: bool = False) -> dict[str, Any]:
     """Each command with lazy imports (as shipped) and with the eager baseline, round-robin, fresh processes."""
-    repeats = repeats or (2 if quick else 7)
-    machine = _common.machine_description()
-    results: dict[str, Any] = {}
+    repeats, machine, results = 2 if quick else 7, _common.machine_description(), {}
     for label, arguments in COMMANDS.items():
-        variants = {"lazy imports": _command(arguments, eager=False), "eager baseline": _command(arguments, eager=True)}
-        for command in variants.values():  # warm-up: file cache
-            _run(command)
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        for round_index in range(repeats):
-            order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
-            for name in order:
-                times[name].append(_run(variants[name]))
+        variants = {
+            name: _command(arguments, eager=name == "eager baseline") for name in ("lazy imports", "eager baseline")
+        }
+        configurations = {name: functools.partial(_run, command) for name, command in variants.items()}
+        for configuration in configurations.values():  # warm-up: the file cache
+            configuration()
+        times = _common.round_robin(configurations, repeats)
         rows = {name: {"median_s": statistics.median(seconds), "rounds": seconds} for name, seconds in times.items()}
-        ratio = rows["eager baseline"]["median_s"] / rows["lazy imports"]["median_s"]
-        saved = rows["eager baseline"]["median_s"] - rows["lazy imports"]["median_s"]
-        print(
-            f"  {label}: {rows['lazy imports']['median_s']:.2f} s vs {rows['eager baseline']['median_s']:.2f} s "
-            f"with the eager imports: {ratio:.2f}x faster, {saved:.2f} s saved (median of {repeats})"
-        )
-        results[label] = {"configurations": rows, "speedup": ratio, "seconds_saved": saved}
+        lazy, eager = rows["lazy imports"]["median_s"], rows["eager baseline"]["median_s"]
+        print(f"  {label}: {lazy:.2f} s, {eager:.2f} s with the eager imports")
+        results[label] = {"configurations": rows, "speedup": eager / lazy, "seconds_saved": eager - lazy}
     payload = {
         "what": "fresh `python -m melep_cli ...` processes, wall time; baseline: the same command after importing "
         + ", ".join(EAGER_IMPORTS),
@@ -92,18 +74,15 @@ def run(quick: bool = False, repeats: int | None = None) -> dict[str, Any]:
 
 
 def figures(document: dict[str, Any]) -> list[str]:
-    lines = [
+    rows = []
+    for command, result in document["commands"].items():
+        lazy, eager = (result["configurations"][name]["median_s"] for name in ("lazy imports", "eager baseline"))
+        rows.append([command, f"{lazy:.2f} s", f"{eager:.2f} s", f"**{result['speedup']:.2f}x**"])
+        rows[-1].append(f"{result['seconds_saved']:.2f} s")
+    return [
         "Start-up of the `melep` command (fresh processes, wall time) against the same command after importing "
         f"{', '.join(EAGER_IMPORTS)} first (what melep imported at module level before they became lazy), "
         f"round-robin, median of {document['repeats']}:",
         "",
-        "| command | lazy imports | eager baseline | speed-up | saved |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        *_common.table(["command", "lazy imports", "eager baseline", "speed-up", "saved"], rows),
     ]
-    for command, result in document["commands"].items():
-        lazy, eager = result["configurations"]["lazy imports"], result["configurations"]["eager baseline"]
-        lines.append(
-            f"| {command} | {lazy['median_s']:.2f} s | {eager['median_s']:.2f} s | {result['speedup']:.2f}x "
-            f"| {result['seconds_saved']:.2f} s |"
-        )
-    return lines

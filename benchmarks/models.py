@@ -10,16 +10,14 @@ weights: fine for timing a forward pass, meaningless as transfer sources.
 - `bilstm`: one bidirectional LSTM layer, hidden size 100, over the 1000 time steps of 12 leads;
   the (1000 x 200) outputs are flattened into one linear layer.
 
-`export_checkpoint` writes a model as TorchScript (`.ts`, metadata in the extra file
-`melep.json`) and ONNX (`.onnx`, metadata in `metadata_props["melep"]`), the FORMATS.md
-conventions, so `melep rank` benchmarks can load them as checkpoints.
+`export_checkpoint` writes a model as TorchScript (`.ts`, metadata in the extra file `melep.json`)
+and ONNX (`.onnx`, metadata in `metadata_props["melep"]`), the FORMATS.md conventions.
 
-    python benchmarks/models.py --out /tmp/checkpoints    # export both, print FLOPs
+    python benchmarks/models.py /tmp/checkpoints    # both paper models as checkpoints, with their FLOPs
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from pathlib import Path
@@ -66,18 +64,10 @@ class Bottleneck1d(nn.Module):
 class ResNet1d(nn.Module):
     """ResNet with Bottleneck1d blocks on (batch, leads, time) input; Z logits out."""
 
-    def __init__(
-        self,
-        blocks: tuple[int, ...] = (3, 4, 23, 3),
-        num_outputs: int = DEFAULT_OUTPUTS,
-        in_channels: int = len(LEADS),
-        width: int = 64,
-        kernel_size: int = 3,
-        stem_kernel: int = 15,
-    ) -> None:
+    def __init__(self, blocks: tuple[int, ...], num_outputs: int, width: int = 64, kernel_size: int = 3) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv1d(in_channels, width, stem_kernel, stride=2, padding=stem_kernel // 2, bias=False),
+            nn.Conv1d(len(LEADS), width, 15, stride=2, padding=7, bias=False),
             nn.BatchNorm1d(width),
             nn.ReLU(inplace=True),
             nn.MaxPool1d(kernel_size=3, stride=2, padding=1),
@@ -102,35 +92,18 @@ class ResNet1d(nn.Module):
 class BiLSTM(nn.Module):
     """Bidirectional LSTM over time of (batch, leads, time) input; all outputs flattened into a linear layer."""
 
-    def __init__(
-        self,
-        num_outputs: int = DEFAULT_OUTPUTS,
-        in_channels: int = len(LEADS),
-        hidden_size: int = 100,
-        samples: int = SAMPLES,
-    ) -> None:
+    def __init__(self, num_outputs: int, hidden_size: int = 100) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(in_channels, hidden_size, batch_first=True, bidirectional=True)
-        self.head = nn.Linear(samples * 2 * hidden_size, num_outputs)
+        self.lstm = nn.LSTM(len(LEADS), hidden_size, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(SAMPLES * 2 * hidden_size, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sequence, _ = self.lstm(x.transpose(1, 2))
         return self.head(torch.flatten(sequence, 1))
 
 
-def resnet101_1d(num_outputs: int = DEFAULT_OUTPUTS, *, seed: int = 0) -> ResNet1d:
-    """The paper's 1-D ResNet-101, random weights (seeded), in eval mode."""
-    torch.manual_seed(seed)
-    return ResNet1d((3, 4, 23, 3), num_outputs=num_outputs).eval()
-
-
-def bilstm(num_outputs: int = DEFAULT_OUTPUTS, *, seed: int = 0) -> BiLSTM:
-    """The paper's Bi-LSTM (hidden 100), random weights (seeded), in eval mode."""
-    torch.manual_seed(seed)
-    return BiLSTM(num_outputs=num_outputs).eval()
-
-
-MODELS = {"resnet101": resnet101_1d, "bilstm": bilstm}
+#: The paper's models by name: the 1-D ResNet-101 and the Bi-LSTM (hidden 100).
+MODELS = {"resnet101": lambda outputs: ResNet1d((3, 4, 23, 3), outputs), "bilstm": BiLSTM}
 
 
 class SmallCnn(nn.Module):
@@ -140,10 +113,10 @@ class SmallCnn(nn.Module):
     forward pass must not hide the cost of decoding and preprocessing (~0.5 MFLOP per 500 samples).
     """
 
-    def __init__(self, num_outputs: int = DEFAULT_OUTPUTS, in_channels: int = len(LEADS), width: int = 16) -> None:
+    def __init__(self, num_outputs: int, width: int = 16) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv1d(in_channels, width, kernel_size=7, stride=4, padding=3),
+            nn.Conv1d(len(LEADS), width, kernel_size=7, stride=4, padding=3),
             nn.ReLU(),
             nn.Conv1d(width, width, kernel_size=7, stride=4, padding=3),
             nn.ReLU(),
@@ -155,10 +128,10 @@ class SmallCnn(nn.Module):
         return self.head(torch.flatten(self.features(x), 1))
 
 
-def small_cnn(num_outputs: int = DEFAULT_OUTPUTS, *, seed: int = 0, width: int = 16) -> SmallCnn:
+def small_cnn(num_outputs: int, *, seed: int = 0) -> SmallCnn:
     """A SmallCnn with random weights (seeded), in eval mode."""
     torch.manual_seed(seed)
-    return SmallCnn(num_outputs, width=width).eval()
+    return SmallCnn(num_outputs).eval()
 
 
 def calibrate_batchnorm(model: nn.Module, signals: torch.Tensor) -> nn.Module:
@@ -264,29 +237,16 @@ def export_checkpoint(
 
 
 def build(kind: str, num_outputs: int = DEFAULT_OUTPUTS, calibration: torch.Tensor | None = None) -> nn.Module:
-    """One benchmark model by name (`resnet101` or `bilstm`), BatchNorm calibrated when signals are given."""
-    model = MODELS[kind](num_outputs)
-    if calibration is not None:
-        calibrate_batchnorm(model, calibration)
-    return model
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Export the benchmark models as checkpoints and print their FLOPs.")
-    parser.add_argument("--out", type=Path, required=True, help="directory for the .ts and .onnx files")
-    parser.add_argument("--outputs", type=int, default=DEFAULT_OUTPUTS, help="Z, the number of source labels")
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
-    args = parser.parse_args()
-    import _common
-
-    signals, origin = _common.load_ptbxl_signals(32)
-    print(f"BatchNorm calibration data: {origin}")
-    for kind in args.models:
-        model = build(kind, args.outputs, torch.from_numpy(signals))
-        flops = flops_per_record(model)
-        files = export_checkpoint(model, args.out, f"bench-{kind}", checkpoint_metadata(kind, args.outputs))
-        print(f"{kind}: {flops / 1e9:.2f} GFLOP per record; wrote {', '.join(str(path) for path in files.values())}")
+    """One paper model by name, random weights (seed 0), in eval mode, BatchNorm calibrated on `calibration`."""
+    torch.manual_seed(0)
+    model = MODELS[kind](num_outputs).eval()
+    return model if calibration is None else calibrate_batchnorm(model, calibration)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    import _common
+
+    for name, files in _common.export_paper_models(tuple(MODELS), Path(sys.argv[1]), quick=False).items():
+        print(f"{name}: {files['gflop_per_record']:.2f} GFLOP per record; wrote {files['ts']}, {files['onnx']}")
