@@ -98,3 +98,14 @@ class DeviceUnavailableError(CheckpointError):
 
 class RefusedPickleError(CheckpointError):
     """A pickled file (torch.save, pickle) given as a checkpoint: refused unread (unpickling can run code)."""
+
+
+class TargetUnsuitedError(InputError):
+    """The target does not suit a score (a single-label score on a multi-label target): the same for every
+    checkpoint, so `rank` reports it once."""
+
+    scope = "target"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.reason = message

@@ -365,6 +365,32 @@ def _pair_scores(theta: np.ndarray, labels: np.ndarray, eps: float, cond: np.nda
     return -log_sum / n
 
 
+def pair_influence(
+    outputs: np.ndarray,
+    labels: np.ndarray,
+    pair_weights: np.ndarray,
+    *,
+    activation: Activation = "probabilities",
+    eps: float = EPS,
+) -> np.ndarray:
+    """Each record's influence on sum_z pair_weights[y, z] * phi(y, z), for every target label: (n, Y).
+
+    For scores built on the phi matrix (e.g. the best source output per label): a resample with record
+    multiplicities w scores about that sum + mean((w - 1) * influence). Columns of degenerate labels are 0.
+    """
+    theta = activate(outputs, activation)
+    label_matrix = _check_labels(labels, theta.shape[0])
+    weights = np.asarray(pair_weights, dtype=np.float64)
+    if weights.shape != (label_matrix.shape[1], theta.shape[1]):
+        raise InputError(f"pair weights: expected shape {(label_matrix.shape[1], theta.shape[1])}, got {weights.shape}")
+    positives = label_matrix.sum(axis=0, dtype=np.int64)
+    informative = (positives > 0) & (positives < theta.shape[0])
+    influence = np.zeros((theta.shape[0], label_matrix.shape[1]))
+    if informative.any():
+        influence[:, informative] = _pair_influence(theta, label_matrix[:, informative], weights[informative], eps)
+    return influence
+
+
 def _blocks(n: int, n_source: int) -> list[slice]:
     """Blocks of records of about `_BLOCK_ELEMENTS` elements of an n x Z array."""
     rows = max(64, _BLOCK_ELEMENTS // max(n_source, 1))
@@ -388,6 +414,8 @@ def _pair_influence(
 ) -> np.ndarray:
     """Each record's influence on m(y) = sum_z source_weights[z] * phi(y, z): n x Y, for informative labels.
 
+    `source_weights`: (Z,), the same for every label, or (Y, Z), one row per label.
+
     phi(y, z) is a smooth function of record weights v (all 1 here): with L_i = C(t_i|0) theta0_i + C(t_i|1)
     theta1_i and the conditionals C built from v-weighted joint sums, n * d phi / d v_j is
         -(log L_j + phi) - sum_s theta_s[j] / P(s) * (g(t_j, s) - sum_t C(t|s) g(t, s)),
@@ -406,6 +434,7 @@ def _pair_influence(
     intercept = np.ascontiguousarray(cond[:, 0, :, :, None])  # L = C(t|0) + (C(t|1) - C(t|0)) theta: [t, y, z, 1]
     slope = np.ascontiguousarray((cond[:, 1] - cond[:, 0])[:, :, :, None])
     record_logs = np.empty((n, n_target))  # sum_z w_z log L_iyz
+    label_weights = np.broadcast_to(source_weights, (n_target, n_source))
 
     def block_sums(block: slice) -> tuple[np.ndarray, np.ndarray]:
         clipped = np.clip(theta[block].T, low, high)  # Z x b
@@ -423,7 +452,7 @@ def _pair_influence(
                 reciprocal[t, y] = inverse.sum(axis=1)
                 weighted[t, y] = np.einsum("zb,zb->z", inverse, values)
                 np.log(likelihood, out=likelihood)
-                record_logs[block.start + order[group], y] = source_weights @ likelihood
+                record_logs[block.start + order[group], y] = label_weights[y] @ likelihood
         return reciprocal, weighted
 
     inverse_sums = np.zeros((2, n_target, n_source))

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from melep_cli.bootstrap import DEFAULT_BOOTSTRAP, BootstrapSettings, Estimate, Uncertainty, paired_bootstrap
-from melep_cli.errors import MelepError, TargetError
+from melep_cli.errors import InputError, MelepError, TargetError, UsageError
 from melep_cli.forward_pass import DEFAULT_CACHE, ForwardResult, ProgressCallback, forward
 from melep_cli.metric import MelepResult, Weighting, probabilities_declared_as
-from melep_cli.scores import MelepScore, ScoreValue
+from melep_cli.scores import SCORES, Direction, MelepScore, ModelOutputs, Score, ScoreValue
 from melep_cli.targets import Target, TargetOptions, target_of
 from melep_cli.targets.base import count_noun
 
@@ -35,9 +35,26 @@ SMALL_LABEL = 10
 UNINFORMED_SHARE = 0.05
 
 
+#: The scores `rank` computes unless told otherwise.
+DEFAULT_SCORES: tuple[str, ...] = ("melep",)
+
+
+@dataclass
+class ScoreOutcome:
+    """One score of one checkpoint: its value and the bootstrap's verdict on it, or the error that stopped it."""
+
+    name: str
+    direction: Direction
+    value: ScoreValue | None = None
+    error: str | None = None
+    uncertainty: Uncertainty | None = None
+    target_problem: str | None = None  # the error is the target's (the same for every checkpoint): told once
+
+
 @dataclass
 class CheckpointOutcome:
-    """What ranking produced for one checkpoint: a MELEP result, or the error that stopped it."""
+    """What ranking produced for one checkpoint: its scores (MELEP's full result in `result`), or the error
+    that stopped it. `uncertainty` is the bootstrap's verdict on the score it is ranked by."""
 
     name: str
     path: Path
@@ -52,10 +69,22 @@ class CheckpointOutcome:
     cached: bool = False  # the outputs came from the store: no forward pass was run
     entry: Path | None = None  # the store entry holding the outputs
     uncertainty: Uncertainty | None = None  # the bootstrap's verdict, when it ran
+    scores: dict[str, ScoreOutcome] = field(default_factory=dict)  # every score asked for, in that order
+    rank_by: str = "melep"
+    records: int | None = None  # records scored
+    source_labels: int | None = None  # Z, the width of the scores output
 
     @property
     def melep(self) -> float | None:
         return self.result.score if self.result is not None else None
+
+    @property
+    def value(self) -> float | None:
+        """The value of the score the ranking is by."""
+        ranked_by = self.scores.get(self.rank_by)
+        if ranked_by is not None and ranked_by.value is not None:
+            return ranked_by.value.value
+        return self.melep if self.rank_by == "melep" else None
 
     @property
     def removed_share(self) -> np.ndarray | None:
@@ -78,6 +107,7 @@ class TargetSummary:
     positives: np.ndarray
     skipped: list[tuple[str, str]] = field(default_factory=list)
     excluded_labels: list[tuple[str, str]] = field(default_factory=list)  # left out by the default selection
+    name: str = ""  # what the target is called in reports (default: the stem of its path)
 
     @property
     def prevalence(self) -> np.ndarray:
@@ -86,7 +116,7 @@ class TargetSummary:
 
 @dataclass
 class RankReport:
-    """The ranking: successful checkpoints by ascending MELEP, then failed ones."""
+    """The ranking: successful checkpoints best first by `rank_by` (MELEP: ascending), then failed ones."""
 
     target: TargetSummary
     weighting: str
@@ -95,6 +125,13 @@ class RankReport:
     cache: Path | None = None  # the outputs store used, None without one
     forward_passes: int = 0  # checkpoints whose forward pass ran (the others came from the store)
     bootstrap: BootstrapSettings | None = None  # how the intervals were drawn; None when they were not
+    scores: tuple[str, ...] = DEFAULT_SCORES  # the scores computed, in the order asked for
+    rank_by: str = "melep"
+
+    @property
+    def direction(self) -> Direction:
+        """Whether the score ranked by is better lower or higher."""
+        return SCORES[self.rank_by].direction  # type: ignore[no-any-return]
 
     @property
     def tied_ranks(self) -> list[int]:
@@ -134,20 +171,34 @@ def rank(
     precision: str = "float32",
     target_options: TargetOptions | None = None,
     bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
+    scores: Sequence[str] = DEFAULT_SCORES,
+    rank_by: str | None = None,
+    target_name: str | None = None,
 ) -> RankReport:
-    """Rank the checkpoints found in `checkpoints` by MELEP on `target` (lower is better).
+    """Rank the checkpoints found in `checkpoints` by MELEP (or `rank_by`) on `target`.
 
     Stage 1 is `forward(checkpoints, target, cache=..., ...)` (see there for `cache`, `device`,
     `batch_size`, `threads` and `precision`): outputs already in the store are read, not recomputed, so
     ranking the same target again with other labels or `weighting` runs no forward pass. Stage 2 scores
-    each checkpoint's outputs with `MelepScore(weighting, source_weighted)`; `bootstrap` then resamples the
-    target records (BootstrapSettings(resamples=0): no intervals).
+    each checkpoint's outputs with every score of `scores` (names of `SCORES`; `melep` is
+    `MelepScore(weighting, source_weighted)`), ranked by `rank_by` (default: the first of `scores`);
+    `bootstrap` then resamples the target records, the same resamples for every score
+    (BootstrapSettings(resamples=0): no intervals). A score that fails for one checkpoint (e.g. one that
+    needs features it does not declare) is an error of that score only, unless it is the one ranked by.
+    `target_name` names the target in the report (default: the stem of its path), e.g. for `evaluate`.
     `target` is a path opened with `open_target(path, target_options)`, or an open Target (then
     `target_options` must be None).
     Raises UsageError/TargetError for problems that stop the whole run; a checkpoint's own
     problems become its error row.
     """
     started = time.perf_counter()
+    instances = _score_instances(scores, weighting, source_weighted)
+    ranked_by = rank_by if rank_by is not None else instances[0].name
+    if ranked_by not in {score.name for score in instances}:
+        raise UsageError(
+            f"{ranked_by!r} is not one of the scores computed ({', '.join(score.name for score in instances)})",
+            parameter="rank_by",
+        )
     opened = target_of(target, target_options)
     _check_labels_informative(opened, opened.labels, len(opened), when="among its records")
     if opened.excluded_labels:
@@ -170,7 +221,6 @@ def rank(
         precision=precision,
         progress=progress,
     )
-    score = MelepScore(weighting=weighting, source_weighted=source_weighted)
     skipped_ids = {record for record, _ in stage1.skipped}
     kept = np.array([record not in skipped_ids for record in opened.record_ids], dtype=bool)
     records = int(kept.sum())
@@ -178,11 +228,16 @@ def rank(
     if records < len(opened):
         _check_labels_informative(opened, positives, records, when="among the records left after skipping")
     row_of = {record: row for row, record in enumerate(opened.record_ids)}
-    scored = [_score(result, score, opened, row_of, influence=bootstrap.enabled) for result in stage1.results]
-    outcomes = [outcome for outcome, _, _ in scored]
-    _assign_ranks(outcomes)
+    scored = [_score(result, instances, ranked_by, opened, row_of, bootstrap.enabled) for result in stage1.results]
+    outcomes = [outcome for outcome, _ in scored]
+    rows_of = {id(outcome): rows for outcome, rows in scored}
+    _report_target_problems(opened, outcomes, ranked_by)
+    _assign_ranks(outcomes, lower_is_better=SCORES[ranked_by].direction == "lower")
     if bootstrap.enabled:
-        _attach_uncertainty(outcomes, {id(outcome): (value, rows) for outcome, value, rows in scored}, bootstrap)
+        for score in instances:
+            _attach_uncertainty(outcomes, score.name, rows_of, bootstrap)
+        for outcome in outcomes:
+            outcome.uncertainty = outcome.scores[ranked_by].uncertainty if ranked_by in outcome.scores else None
     _warn_small(opened, records, positives)
     _warn_uninformed(opened, outcomes)
     summary = TargetSummary(
@@ -193,6 +248,7 @@ def rank(
         positives=positives,
         skipped=[*opened.excluded, *stage1.skipped],
         excluded_labels=list(opened.excluded_labels),
+        name=target_name if target_name is not None else Path(opened.path).stem,
     )
     return RankReport(
         target=summary,
@@ -202,16 +258,39 @@ def rank(
         cache=stage1.cache,
         forward_passes=stage1.forward_passes,
         bootstrap=bootstrap if bootstrap.enabled else None,
+        scores=tuple(score.name for score in instances),
+        rank_by=ranked_by,
     )
 
 
-def _score(
-    result: ForwardResult, score: MelepScore, target: Target, row_of: dict[str, int], *, influence: bool
-) -> tuple[CheckpointOutcome, ScoreValue | None, np.ndarray | None]:
-    """Stage 2 for one checkpoint: its score from its outputs and the target labels of the same records.
+def _score_instances(names: Sequence[str], weighting: Weighting, source_weighted: bool) -> list[Score]:
+    """The scores named, each once, in order: `melep` with the weighting asked for, the others as defined."""
+    if isinstance(names, str) or not names:
+        raise UsageError(f"expected one or more of {', '.join(SCORES)}, got {names!r}", parameter="scores")
+    unknown = [name for name in names if name not in SCORES]
+    if unknown:
+        raise UsageError(f"{', '.join(map(repr, unknown))}: not one of {', '.join(SCORES)}", parameter="scores")
+    instances: list[Score] = []
+    for name in dict.fromkeys(names):
+        if name == MelepScore.name:
+            instances.append(MelepScore(weighting=weighting, source_weighted=source_weighted))
+        else:
+            instances.append(SCORES[name]())
+    return instances
 
-    Also returns the score's value (with the records' influences when `influence`) and the target rows of
-    the records, for the bootstrap; (outcome, None, None) when it failed.
+
+def _score(
+    result: ForwardResult,
+    scores: Sequence[Score],
+    rank_by: str,
+    target: Target,
+    row_of: dict[str, int],
+    influence: bool,
+) -> tuple[CheckpointOutcome, np.ndarray | None]:
+    """Stage 2 for one checkpoint: every score from its outputs and the target labels of the same records.
+
+    Also returns the target rows of the records, for the bootstrap (None when the checkpoint failed). A score
+    that fails is that score's error; the checkpoint fails when the score it is ranked by does.
     """
     outcome = CheckpointOutcome(
         name=result.name,
@@ -224,11 +303,11 @@ def _score(
         precision=result.precision,
         cached=result.cached,
         entry=result.entry,
+        rank_by=rank_by,
     )
     if result.status != "ok":
-        return outcome, None, None
+        return outcome, None
     started = time.perf_counter()
-    value = rows = None
     try:
         outputs = result.model_outputs()
         suspicion = probabilities_declared_as(outputs.scores, outputs.activation)
@@ -237,40 +316,91 @@ def _score(
                 f"{result.name}: {suspicion}; if they are probabilities, set its metadata 'output' to probabilities"
                 f" (melep annotate {result.path} --activation probabilities)"
             )
-        if score.source_weighted and outputs.source_prevalence is None:
-            log.warning(f"{result.name}: no source_prevalence in its metadata; using the plain mean over z")
         rows = np.fromiter((row_of[record] for record in result.record_ids), dtype=np.int64)
-        value = score.compute(outputs, target.labels[rows], target.label_names, influence=influence)
-        outcome.result = value.detail
-    except MelepError as error:
-        message = str(error) if str(error).startswith(result.name) else f"{result.name}: {error}"
-        outcome.status, outcome.error = "error", message
-        log.warning(message)
-        value = rows = None
+        labels = target.labels[rows]
+        outcome.records, outcome.source_labels = len(rows), int(np.shape(outputs.scores)[1])
+        for score in scores:
+            if isinstance(score, MelepScore) and score.source_weighted and outputs.source_prevalence is None:
+                log.warning(f"{result.name}: no source_prevalence in its metadata; using the plain mean over z")
+            outcome.scores[score.name] = _one_score(result.name, score, outputs, labels, target.label_names, influence)
     finally:
         outcome.seconds += time.perf_counter() - started
-    return outcome, value, rows
+    melep_value = outcome.scores.get(MelepScore.name)
+    if melep_value is not None and melep_value.value is not None:
+        outcome.result = melep_value.value.detail
+    ranked = outcome.scores[rank_by]
+    if ranked.error is not None:
+        outcome.status, outcome.error = "error", ranked.error
+        return outcome, None
+    return outcome, rows
+
+
+def _report_target_problems(target: Target, outcomes: list[CheckpointOutcome], rank_by: str) -> None:
+    """One warning per score the target does not suit (not one per checkpoint); a TargetError when it is the
+    score ranked by and no checkpoint has it."""
+    problems: dict[str, str] = {}
+    for outcome in outcomes:
+        for name, score in outcome.scores.items():
+            if score.target_problem is not None:
+                problems.setdefault(name, score.target_problem)
+    for name, problem in problems.items():
+        if name == rank_by and not any(outcome.scores.get(name) and outcome.scores[name].value for outcome in outcomes):
+            raise TargetError(f"{target.path}: {problem}")
+        log.warning(f"{target.path}: {problem}")
+
+
+def _one_score(
+    checkpoint: str,
+    score: Score,
+    outputs: ModelOutputs,
+    labels: np.ndarray,
+    label_names: Sequence[str],
+    influence: bool,
+) -> ScoreOutcome:
+    """One score of one checkpoint, or its error (logged as a warning, named after the checkpoint and score)."""
+    try:
+        if "features" in score.needs and outputs.features is None:
+            raise InputError(
+                f"{score.name} needs the checkpoint's penultimate features, and it declares no features output"
+                " (metadata features_output; melep annotate --features-output NAME sets it)"
+            )
+        value = score.compute(outputs, labels, label_names, influence=influence)
+        return ScoreOutcome(score.name, score.direction, value=value)
+    except MelepError as error:
+        text = str(error)
+        message = text if text.startswith(checkpoint) else f"{checkpoint}: {text}"
+        if score.name != MelepScore.name and not text.startswith(score.name):
+            message = f"{checkpoint}: {score.name}: {text}"
+        if error.scope == "target":
+            return ScoreOutcome(score.name, score.direction, error=message, target_problem=error.reason or text)
+        log.warning(message)
+        return ScoreOutcome(score.name, score.direction, error=message)
 
 
 def _attach_uncertainty(
     outcomes: list[CheckpointOutcome],
-    scored: dict[int, tuple[ScoreValue | None, np.ndarray | None]],
+    name: str,
+    rows_of: dict[int, np.ndarray | None],
     settings: BootstrapSettings,
 ) -> None:
-    """The paired bootstrap of the ranked checkpoints, its verdicts set on their outcomes.
+    """The paired bootstrap of score `name` over the ranked checkpoints that have it, set on their outcomes.
 
     Every checkpoint is resampled over the same target rows: those any checkpoint scored. A checkpoint that
     scored fewer of them (a record it alone could not use) has its influences scaled to its own count and 0
     elsewhere, so its resampled value is its own records' resampled mean.
     """
-    ranked = [outcome for outcome in outcomes if outcome.status == "ok"]
+    ranked = [
+        outcome
+        for outcome in outcomes
+        if outcome.status == "ok" and rows_of.get(id(outcome)) is not None and outcome.scores[name].value is not None
+    ]
     if not ranked:
         return
-    union = np.unique(np.concatenate([scored[id(outcome)][1] for outcome in ranked]))  # type: ignore[misc]
+    union = np.unique(np.concatenate([rows_of[id(outcome)] for outcome in ranked]))  # type: ignore[misc]
     position = np.searchsorted(union, np.arange(union.max() + 1))
     estimates = []
     for outcome in ranked:
-        value, rows = scored[id(outcome)]
+        value, rows = outcome.scores[name].value, rows_of[id(outcome)]
         assert value is not None and rows is not None and value.influence is not None
         scale = union.size / rows.size
         influence = np.zeros(union.size)
@@ -279,12 +409,19 @@ def _attach_uncertainty(
         if value.per_label_influence is not None:
             per_label[position[rows]] = value.per_label_influence * scale
         estimates.append(Estimate(value.value, influence, value.per_label, per_label))
-    started = time.perf_counter()
-    for outcome, uncertainty in zip(ranked, paired_bootstrap(estimates, settings=settings)):
-        outcome.uncertainty = uncertainty
-    log.debug(
-        f"bootstrap: {settings.resamples} resamples of {union.size} records in {time.perf_counter() - started:.3f} s"
+    order = np.argsort(
+        [-estimate.value if SCORES[name].direction == "higher" else estimate.value for estimate in estimates],
+        kind="stable",
     )
+    started = time.perf_counter()
+    verdicts = paired_bootstrap(
+        [estimates[i] for i in order], lower_is_better=SCORES[name].direction == "lower", settings=settings
+    )
+    for i, uncertainty in zip(order, verdicts):
+        ranked[i].scores[name].uncertainty = uncertainty
+        ranked[i].scores[name].value = replace(ranked[i].scores[name].value, influence=None, per_label_influence=None)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - started
+    log.debug(f"bootstrap of {name}: {settings.resamples} resamples of {union.size} records in {seconds:.3f} s")
 
 
 def _warn_small(target: Target, records: int, positives: np.ndarray) -> None:
@@ -341,8 +478,9 @@ def _check_labels_informative(target: Target, labels: np.ndarray, records: int, 
         )
 
 
-def _assign_ranks(outcomes: list[CheckpointOutcome]) -> None:
-    """Sort in place: ok results by ascending MELEP (ties by name), then failures by name."""
-    outcomes.sort(key=lambda o: (o.status != "ok", o.melep if o.melep is not None else 0.0, o.name))
+def _assign_ranks(outcomes: list[CheckpointOutcome], *, lower_is_better: bool = True) -> None:
+    """Sort in place: ok results best first by the score ranked by (ties by name), then failures by name."""
+    sign = 1.0 if lower_is_better else -1.0
+    outcomes.sort(key=lambda o: (o.status != "ok", sign * o.value if o.value is not None else 0.0, o.name))
     for position, outcome in enumerate(outcomes, start=1):
         outcome.rank = position if outcome.status == "ok" else None

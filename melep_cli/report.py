@@ -19,8 +19,9 @@ from melep_cli.metric import MelepResult, binary_entropy
 from melep_cli.targets.base import count_noun
 
 if TYPE_CHECKING:
+    from melep_cli.bootstrap import Uncertainty
     from melep_cli.forward_pass import ForwardReport
-    from melep_cli.ranking import CheckpointOutcome, RankReport
+    from melep_cli.ranking import CheckpointOutcome, RankReport, ScoreOutcome
 
 
 def finite_or_none(value: float) -> float | None:
@@ -213,23 +214,26 @@ def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = Fa
             "format": outcome.format,
             "status": outcome.status,
         }
-        if outcome.result is not None:
-            result = outcome.result
+        result = outcome.result
+        if result is not None:
             entry["melep"] = result.score
-            entry.update(_uncertainty_dict(outcome))
+        if outcome.status == "ok":
+            entry.update(_uncertainty_dict(outcome.uncertainty))
+        if result is not None:
             entry["per_label"] = per_label_dict(result)
             entry["removed_share"] = _removed_share_dict(outcome)
-            if outcome.uncertainty is not None and outcome.uncertainty.per_label_ci is not None:
-                entry["per_label_ci"] = {
-                    name: _interval(bounds)
-                    for name, bounds in zip(result.label_names, outcome.uncertainty.per_label_ci)
-                }
+            melep_verdict = outcome.scores["melep"].uncertainty if "melep" in outcome.scores else None
+            if melep_verdict is not None and melep_verdict.per_label_ci is not None:
+                entry["per_label_ci"] = _per_label_intervals(result.label_names, melep_verdict.per_label_ci)
             entry["source_labels"] = list(result.source_names)
             entry["degenerate"] = list(result.degenerate)
-            entry["records"] = result.records
-            if pairs:
-                entry["phi"] = phi_lists(result)
-        else:
+        if outcome.records is not None:
+            entry["records"] = outcome.records
+        if outcome.scores:
+            entry["scores"] = {name: _score_dict(score, per_label=per_label) for name, score in outcome.scores.items()}
+        if result is not None and pairs:
+            entry["phi"] = phi_lists(result)
+        if outcome.status != "ok":
             entry["error"] = outcome.error
         entry["device"] = outcome.device
         entry["precision"] = outcome.precision
@@ -247,8 +251,11 @@ def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = Fa
             "no_information": [float(h) for h in binary_entropy(target.prevalence)],
             "skipped": [{"record": record, "reason": reason} for record, reason in target.skipped],
             "excluded_labels": [{"label": label, "reason": reason} for label, reason in target.excluded_labels],
+            "name": target.name,
         },
         "weighting": report.weighting,
+        "scores": list(report.scores),
+        "rank_by": report.rank_by,
         "bootstrap": _bootstrap_dict(report),
         "results": results,
         "seconds": round(report.seconds, 6),
@@ -266,9 +273,26 @@ def _interval(bounds: Sequence[float]) -> list[float | None]:
     return [finite_or_none(bounds[0]), finite_or_none(bounds[1])]
 
 
-def _uncertainty_dict(outcome: CheckpointOutcome) -> dict[str, Any]:
+def _per_label_intervals(names: Sequence[str], bounds: np.ndarray) -> dict[str, list[float | None]]:
+    return {name: _interval(pair) for name, pair in zip(names, bounds)}
+
+
+def _score_dict(score: ScoreOutcome, *, per_label: bool) -> dict[str, Any]:
+    """One score of one result: value, direction, per label, and the bootstrap's keys; or its error."""
+    if score.value is None:
+        return {"direction": score.direction, "error": score.error}
+    value = score.value
+    document: dict[str, Any] = {"value": value.value, "direction": score.direction}
+    document.update(_uncertainty_dict(score.uncertainty))
+    if per_label:
+        document["per_label"] = {name: finite_or_none(v) for name, v in zip(value.label_names, value.per_label)}
+        if score.uncertainty is not None and score.uncertainty.per_label_ci is not None:
+            document["per_label_ci"] = _per_label_intervals(value.label_names, score.uncertainty.per_label_ci)
+    return document
+
+
+def _uncertainty_dict(uncertainty: Uncertainty | None) -> dict[str, Any]:
     """The bootstrap's keys of one result (FORMATS.md): all null when it did not run."""
-    uncertainty = outcome.uncertainty
     if uncertainty is None:
         return {"ci": None, "p_best": None, "diff_ci": None, "tied_with_best": None}
     return {
@@ -293,9 +317,11 @@ def _bootstrap_dict(report: RankReport) -> dict[str, Any] | None:
 
 
 def rank_to_csv(report: RankReport, *, per_label: bool = False) -> str:
-    """One row per checkpoint: rank, name, path, format, status, melep, ..., error."""
+    """One row per checkpoint: rank, name, path, format, status, melep, the bootstrap's columns (of the score
+    ranked by), the other scores' values, ..., error."""
+    others = [name for name in report.scores if name != "melep"]
     header = ["rank", "checkpoint", "path", "format", "status", "melep", *_CSV_UNCERTAINTY]
-    header += ["source_labels", "records", "seconds", "error"]
+    header += [f"score.{name}" for name in others] + ["source_labels", "records", "seconds", "error"]
     labels = list(report.target.labels)
     if per_label:
         header += [f"per_label.{label}" for label in labels]
@@ -310,8 +336,9 @@ def rank_to_csv(report: RankReport, *, per_label: bool = False) -> str:
             outcome.status,
             repr(result.score) if result is not None else "",
             *_uncertainty_cells(outcome),
-            len(result.source_names) if result is not None else "",
-            result.records if result is not None else "",
+            *(_score_cell(outcome, name) for name in others),
+            outcome.source_labels if outcome.source_labels is not None else "",
+            outcome.records if outcome.records is not None else "",
             f"{outcome.seconds:.3f}",
             outcome.error or "",
         ]
@@ -324,6 +351,11 @@ def rank_to_csv(report: RankReport, *, per_label: bool = False) -> str:
 
 #: The bootstrap's CSV columns, empty when it did not run (or for a failed checkpoint).
 _CSV_UNCERTAINTY = ("ci_low", "ci_high", "p_best", "diff_ci_low", "diff_ci_high", "tied_with_best")
+
+
+def _score_cell(outcome: CheckpointOutcome, name: str) -> str:
+    score = outcome.scores.get(name)
+    return repr(score.value.value) if score is not None and score.value is not None else ""
 
 
 def _uncertainty_cells(outcome: CheckpointOutcome) -> list[str]:
@@ -341,7 +373,7 @@ RANK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rank", "right"),
     ("checkpoint", "left"),
     ("format", "left"),
-    ("MELEP", "right"),
+    ("score", "right"),
     ("interval", "right"),
     ("P(best)", "right"),
     ("Δ best", "right"),
@@ -355,12 +387,16 @@ _BOOTSTRAP_COLUMNS = ("interval", "P(best)")
 _DROP_ORDER = ("records", "seconds", "source labels", "format", "Δ best", "interval")
 
 
-def _layouts() -> tuple[tuple[tuple[str, ...], bool], ...]:
-    """(columns, short format) from all columns down, one more of _DROP_ORDER left out each time; the format is
-    abbreviated before it goes."""
-    layouts = [(_ALL, False)]
-    shown, short = list(_ALL), False
-    for name in _DROP_ORDER:
+def _layouts(extra: Sequence[str] = ()) -> tuple[tuple[tuple[str, ...], bool], ...]:
+    """(columns, short format) from all columns down, one more of the drop order left out each time; the format is
+    abbreviated before it goes. `extra`: the columns of the other scores computed, after Δ best; they go after
+    the source labels."""
+    everything = list(_ALL)
+    everything[everything.index("Δ best") + 1 : everything.index("Δ best") + 1] = extra
+    drop = [*_DROP_ORDER[:3], *reversed(extra), *_DROP_ORDER[3:]]
+    layouts = [(tuple(everything), False)]
+    shown, short = list(everything), False
+    for name in drop:
         if name == "format":
             short = True
             layouts.append((tuple(shown), short))
@@ -371,9 +407,17 @@ def _layouts() -> tuple[tuple[tuple[str, ...], bool], ...]:
 
 #: The layouts tried for a width, widest first: (columns, short format). The first that fits is used;
 #: the checkpoint name is never cut, so records, seconds and source labels go first (the JSON and CSV have
-#: them), then the format is abbreviated and goes, then Δ best and the interval. Rank, checkpoint, MELEP and
-#: P(best) stay.
+#: them), then the other scores' columns, then the format is abbreviated and goes, then Δ best and the
+#: interval. Rank, checkpoint, the score and P(best) stay.
 RANK_LAYOUTS: tuple[tuple[tuple[str, ...], bool], ...] = _layouts()
+#: The column of another score computed beside the one ranked by: "score:NAME".
+_EXTRA = "score:"
+#: How a score's name reads as a column header and in titles.
+SCORE_TITLES = {"melep": "MELEP", "logme": "LogME", "leep": "LEEP", "nce": "NCE"}
+
+
+def score_title(name: str) -> str:
+    return SCORE_TITLES.get(name, name)
 
 
 def _format_text(outcome: CheckpointOutcome, *, short: bool = False) -> str:
@@ -393,9 +437,10 @@ def rank_table_columns(report: RankReport, width: int | None, *, top: int | None
 
 
 def _rank_layout(report: RankReport, width: int | None, top: int | None) -> tuple[tuple[str, ...], bool]:
+    extra = [f"{_EXTRA}{name}" for name in report.scores if name != report.rank_by]
     layouts = [
         (tuple(name for name in columns if report.bootstrap is not None or name not in _BOOTSTRAP_COLUMNS), short)
-        for columns, short in RANK_LAYOUTS
+        for columns, short in _layouts(extra)
     ]
     if width is None:
         return layouts[0]
@@ -410,41 +455,47 @@ def _rank_grid(report: RankReport, columns: Sequence[str], *, short: bool, top: 
     table = FittedTable(header_style="bold")
     justify = dict(RANK_COLUMNS)
     confidence = report.bootstrap.confidence if report.bootstrap is not None else None
+    headers = {"score": score_title(report.rank_by)}
+    if confidence is not None:
+        headers["interval"] = f"{confidence:.0%} interval"
     for column in columns:
         # Numbers and ranks are short and never wrapped; a name too wide for the terminal folds, never "…".
         table.add_column(
-            f"{confidence:.0%} interval" if column == "interval" else column,
-            justify=justify[column],  # type: ignore[arg-type]
+            headers.get(column, score_title(column.removeprefix(_EXTRA))),
+            justify=justify.get(column, "right"),  # type: ignore[arg-type]
             no_wrap=column not in ("checkpoint", "format"),
             overflow="fold",
         )
     ok = report.ok
-    best = ok[0].melep if ok else None
+    best = ok[0].value if ok else None
     for outcome in ok if top is None else ok[:top]:
-        result = outcome.result
-        assert result is not None and best is not None
+        value = outcome.value
+        assert value is not None and best is not None
         uncertainty = outcome.uncertainty
         tied = uncertainty is not None and uncertainty.tied_with_best
         cells = {
             "rank": str(outcome.rank),
             "checkpoint": literal(outcome.name),
             "format": literal(_format_text(outcome, short=short)),
-            "MELEP": format_score(result.score),
+            "score": format_score(value),
             "interval": f"{uncertainty.ci[0]:.4f}–{uncertainty.ci[1]:.4f}" if uncertainty else "",
             "P(best)": _format_share(uncertainty.p_best) if uncertainty else "",
-            "Δ best": "—" if outcome.rank == 1 else f"+{result.score - best:.4f}" + (" tied" if tied else ""),
-            "source labels": str(len(result.source_names)),
-            "records": str(result.records),
+            "Δ best": "—" if outcome.rank == 1 else f"{value - best:+.4f}" + (" tied" if tied else ""),
+            "source labels": str(outcome.source_labels) if outcome.source_labels is not None else "",
+            "records": str(outcome.records) if outcome.records is not None else "",
             "seconds": f"{outcome.seconds:.2f}",
         }
+        for name, score in outcome.scores.items():
+            shown = literal("error", "red") if score.value is None else format_score(score.value.value)
+            cells[f"{_EXTRA}{name}"] = shown
         style = "bold green" if outcome.rank == 1 else "green" if tied else None
-        table.add_row(*(cells[column] for column in columns), style=style)
+        table.add_row(*(cells.get(column, "") for column in columns), style=style)
     for outcome in report.failed:
         cells = {
             "rank": "—",
             "checkpoint": literal(outcome.name),
             "format": literal(_format_text(outcome, short=short)),
-            "MELEP": literal("error", "red"),
+            "score": literal("error", "red"),
             "seconds": f"{outcome.seconds:.2f}",
         }
         table.add_row(*(cells.get(column, "") for column in columns))
@@ -468,8 +519,10 @@ def rank_table(report: RankReport, *, top: int | None = None, width: int | None 
     cached = sum(1 for outcome in report.outcomes if outcome.cached)
     if cached:
         caption += f"; outputs of {cached} of {len(report.outcomes)} checkpoints read from the cache {report.cache}"
-    applies = [name for name in _DROP_ORDER if report.bootstrap is not None or name not in _BOOTSTRAP_COLUMNS]
-    left_out = [name for name in applies if name not in columns]
+    extra = [f"{_EXTRA}{name}" for name in report.scores if name != report.rank_by]
+    drop = [*_DROP_ORDER[:3], *extra, *_DROP_ORDER[3:]]
+    applies = [name for name in drop if report.bootstrap is not None or name not in _BOOTSTRAP_COLUMNS]
+    left_out = [score_title(name.removeprefix(_EXTRA)) for name in applies if name not in columns]
     if left_out:
         caption += f"; not shown at this width: {', '.join(left_out)} (see --format json)"
     if short and "format" in columns and any(outcome.format == "torchscript" for outcome in report.outcomes):
@@ -480,7 +533,11 @@ def rank_table(report: RankReport, *, top: int | None = None, width: int | None 
             f" {report.bootstrap.resamples} paired bootstrap resamples of the records;"
             " tied: its difference from rank 1 is within the noise"
         )
-    title = f"MELEP ranking on {target.path} ({report.weighting} weighting; lower is better)"
+    direction = f"{report.direction} is better"
+    if report.rank_by == "melep":
+        title = f"MELEP ranking on {target.path} ({report.weighting} weighting; {direction})"
+    else:
+        title = f"Ranking by {score_title(report.rank_by)} on {target.path} ({direction})"
     return set_annotations(table, title, caption)
 
 
@@ -553,7 +610,7 @@ def rank_per_label_table(report: RankReport, *, top: int | None = None, width: i
     with the names in the caption, and, when even those do not fit, the checkpoints are split over several
     tables. Names and values are never cut. Without `width`: names, refitted when printed too narrow.
     """
-    ok = report.ok if top is None else report.ok[:top]
+    ok = [outcome for outcome in (report.ok if top is None else report.ok[:top]) if outcome.result is not None]
     best = []
     for index in range(len(report.target.labels)):
         finite = [value for value in _per_label_values(ok, index) if math.isfinite(value)]

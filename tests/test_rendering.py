@@ -28,9 +28,9 @@ ONNX = CHECKPOINTS / "ptbxl_superclass_resnet1d.onnx"
 #: Names Rich would read as markup: a style tag, a closing tag, an unknown tag, an unbalanced close.
 BRACKETED_LABELS = ["NORM[v2]", "MI[red]x", "[bold]STTC", "HYP[/]", "CD[/red]", "IMI", "LVH", "AFIB", "PVC"]
 ALL_RANK_COLUMNS = [
-    "rank", "checkpoint", "format", "MELEP", "interval", "P(best)", "Δ best", "source labels", "records", "seconds"
+    "rank", "checkpoint", "format", "score", "interval", "P(best)", "Δ best", "source labels", "records", "seconds"
 ]  # fmt: skip
-HEADERS = {"interval": "95% interval"}
+HEADERS = {"interval": "95% interval", "score": "MELEP"}
 
 
 def render(renderable: RenderableType, width: int, *, soft_wrap: bool = False) -> str:
@@ -194,7 +194,7 @@ def test_the_rank_table_fits_the_width_with_names_whole(
     header = next(line for line in lines if "checkpoint" in line)
     shown = report.rank_table_columns(sample_ranking, width)
     assert [cell.strip() for cell in header.strip("┃ ").split("┃")] == [HEADERS.get(name, name) for name in shown]
-    assert {"MELEP", "interval", "P(best)"} <= set(shown)  # the score and how sure it is, even at 80 columns
+    assert {"score", "interval", "P(best)"} <= set(shown)  # the score and how sure it is, even at 80 columns
     if width >= 160:
         assert list(shown) == ALL_RANK_COLUMNS
     else:
@@ -211,8 +211,8 @@ def test_columns_are_dropped_in_a_fixed_order(sample_ranking: RankReport) -> Non
     for before, after in itertools.pairwise(chosen):
         dropped += [name for name in before if name not in after]
     assert dropped == ["records", "seconds", "source labels", "format", "Δ best", "interval"]
-    assert chosen[-1] == ("rank", "checkpoint", "MELEP", "P(best)")
-    with_format = ("rank", "checkpoint", "format", "MELEP", "interval", "P(best)", "Δ best")
+    assert chosen[-1] == ("rank", "checkpoint", "score", "P(best)")
+    with_format = ("rank", "checkpoint", "format", "score", "interval", "P(best)", "Δ best")
     short = min(width for width, names in zip(widths, chosen) if names == with_format)  # the short form
     text = render(report.rank_table(sample_ranking, width=short), short)
     formats = [line.split("│")[3].strip() for line in text.splitlines() if line.count("│") > 3]

@@ -19,10 +19,12 @@ from melep_cli.cli.app import (
     WeightingName,
     WeightingOption,
     app,
+    choice_enum,
     cli_errors,
     configure_logging,
     emit,
     progress_bar,
+    split_names,
 )
 from melep_cli.cli.cache import CacheOption, NoCacheOption, cache_choice
 from melep_cli.cli.checkpoint_options import (
@@ -37,8 +39,12 @@ from melep_cli.cli.checkpoint_options import (
 )
 from melep_cli.cli.target_options import TargetOption, takes_target_options
 from melep_cli.errors import UsageError
-from melep_cli.ranking import RankReport, rank
+from melep_cli.ranking import DEFAULT_SCORES, RankReport, rank
+from melep_cli.scores import SCORES
 from melep_cli.targets import TargetOptions
+
+#: The scores `--scores` and `--rank-by` name (`melep_cli.scores.SCORES`).
+ScoreName = choice_enum("ScoreName", SCORES, "A transferability score.")
 
 
 @app.command("rank")
@@ -71,6 +77,28 @@ def rank_command(
     top: Annotated[
         int | None,
         typer.Option("--top", metavar="N", min=1, help="Show only the N best checkpoints (failures still listed)."),
+    ] = None,
+    scores: Annotated[
+        str,
+        typer.Option(
+            "--scores",
+            metavar="LIST",
+            help=f"Scores to compute from the same forward passes, comma-separated: {', '.join(SCORES)}.",
+        ),
+    ] = ",".join(DEFAULT_SCORES),
+    rank_by: Annotated[
+        ScoreName | None,
+        typer.Option("--rank-by", help="The score to rank by (default: the first of --scores).", show_default=False),
+    ] = None,
+    target_name: Annotated[
+        str | None,
+        typer.Option(
+            "--target-name",
+            metavar="NAME",
+            help="What the target is called in the JSON (default: its file or directory name without suffix),"
+            " e.g. to match a melep evaluate results file.",
+            show_default=False,
+        ),
     ] = None,
     resamples: Annotated[
         int,
@@ -134,6 +162,9 @@ def rank_command(
                 precision=precision.value,
                 target_options=target_options,
                 bootstrap=bootstrap,
+                scores=split_names(scores) or [],
+                rank_by=rank_by.value if rank_by is not None else None,
+                target_name=target_name,
             )
         if top is not None:
             result = result.top(top)
@@ -155,7 +186,7 @@ def _tables(result: RankReport, *, per_label: bool, pairs: bool) -> list:
     errors = report.rank_errors_table(result)
     if errors is not None:
         tables.append(errors)
-    if per_label and result.ok:
+    if per_label and any(outcome.result is not None for outcome in result.ok):
         tables.append(report.rank_per_label_table(result))
     if pairs:
         for outcome in result.ok:

@@ -1,11 +1,30 @@
 """Stage 2: transferability scores computed from stored outputs (`ModelOutputs`) and target labels.
 
-`SCORES` maps each score's name to its class; MELEP is the default.
+`SCORES` maps each score's name to its class; MELEP is the default. Adding a score is adding its module
+and one line here.
 """
 
 from melep_cli.scores.base import Direction, ModelOutputs, Score, ScoreValue
+from melep_cli.scores.gain import GainScore
+from melep_cli.scores.leep import LeepScore
 from melep_cli.scores.melep import MelepScore
+from melep_cli.scores.nce import NceScore
 
-SCORES: dict[str, type] = {MelepScore.name: MelepScore}
+SCORES: dict[str, type] = {
+    MelepScore.name: MelepScore,
+    GainScore.name: GainScore,
+    LeepScore.name: LeepScore,
+    NceScore.name: NceScore,
+}
 
-__all__ = ["SCORES", "Direction", "MelepScore", "ModelOutputs", "Score", "ScoreValue"]
+__all__ = [
+    "SCORES",
+    "Direction",
+    "GainScore",
+    "LeepScore",
+    "MelepScore",
+    "ModelOutputs",
+    "NceScore",
+    "Score",
+    "ScoreValue",
+]

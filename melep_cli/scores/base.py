@@ -58,3 +58,19 @@ class Score(Protocol):
     def compute(
         self, outputs: ModelOutputs, labels: np.ndarray, label_names: Sequence[str], *, influence: bool = False
     ) -> ScoreValue: ...
+
+
+def one_class_per_record(labels: np.ndarray, score: str) -> np.ndarray:
+    """The class index of each record when every row of the 0/1 `labels` has exactly one 1 (a single-label
+    target, as LEEP and NCE define it), else an InputError naming `score`."""
+    from melep_cli.errors import TargetUnsuitedError
+
+    matrix = np.asarray(labels)
+    counts = matrix.sum(axis=1)
+    if matrix.ndim != 2 or not np.all(counts == 1):
+        wrong = int(np.sum(counts != 1)) if matrix.ndim == 2 else len(matrix)
+        raise TargetUnsuitedError(
+            f"{score} needs one target class per record (exactly one label set in every row); {wrong} of"
+            f" {len(matrix)} records have none or several: it applies to single-label targets only"
+        )
+    return np.argmax(matrix, axis=1)
