@@ -32,14 +32,11 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
+from melep_cli.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED  # rank's: the same defaults
 from melep_cli.errors import UsageError
 
 Direction = Literal["lower", "higher"]
 
-#: The defaults: 1000 bootstrap resamples over targets, 95% intervals, a fixed seed (reproducible runs).
-DEFAULT_RESAMPLES = 1000
-DEFAULT_CONFIDENCE = 0.95
-DEFAULT_SEED = 0
 #: A target needs this many checkpoints with both a score and a result to be evaluated.
 MIN_CHECKPOINTS = 3
 #: The k of Rel@k.
