@@ -11,11 +11,15 @@ The Python API mirrors the CLI, command for command:
 - `melep_cli.annotate_checkpoint(path, ...)` is `melep annotate`;
 - `melep_cli.convert(source, output, ...)` is `melep convert`;
 - `melep_cli.TargetOptions(...)` is the target options every command shares (`target_options=`);
+- `melep_cli.BootstrapSettings(...)` is rank's `--bootstrap/--confidence/--seed` (`bootstrap=`), and
+  `melep_cli.paired_bootstrap` the bootstrap itself;
+- `melep_cli.evaluate(results_csv, rank_jsons, ...)` is `melep evaluate` (an `Evaluation`);
 - the metric itself is `melep_cli.melep(outputs, labels)` and `melep_cli.MelepAccumulator`.
 
 torch and onnxruntime are imported only when a checkpoint is loaded.
 """
 
+from melep_cli.bootstrap import BootstrapSettings, Estimate, Uncertainty, paired_bootstrap
 from melep_cli.checkpoints import (
     Checkpoint,
     annotate_checkpoint,
@@ -41,8 +45,10 @@ __all__ = [
     "DEFAULT_CACHE",
     "SCORES",
     "Batch",
+    "BootstrapSettings",
     "Checkpoint",
     "CheckpointError",
+    "Estimate",
     "Evaluation",
     "ForwardReport",
     "ForwardResult",
@@ -59,6 +65,7 @@ __all__ = [
     "Target",
     "TargetError",
     "TargetOptions",
+    "Uncertainty",
     "UsageError",
     "__version__",
     "activate",
@@ -75,6 +82,7 @@ __all__ = [
     "load_checkpoint",
     "melep",
     "open_target",
+    "paired_bootstrap",
     "prepare",
     "rank",
     "score",
