@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,7 @@ class RankReport:
     bootstrap: BootstrapSettings | None = None  # how the intervals were drawn; None when they were not
     scores: tuple[str, ...] = DEFAULT_SCORES  # the scores computed, in the order asked for
     rank_by: str = "melep"
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
     def direction(self) -> Direction:

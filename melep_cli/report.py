@@ -202,8 +202,13 @@ def phi_table(result: MelepResult, title: str = "phi(y, z): target label x sourc
 # melep rank ------------------------------------------------------------------------------------
 
 
-def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = False) -> dict[str, Any]:
-    """The JSON document of `melep rank`, as shared/spec/FORMATS.md fixes it (plus extra keys)."""
+def rank_to_dict(
+    report: RankReport, *, per_label: bool = True, pairs: bool = False, command: str | None = None
+) -> dict[str, Any]:
+    """The JSON document of `melep rank`, as shared/spec/FORMATS.md fixes it (plus extra keys).
+
+    `command`: the command line that produced it (the CLI's), recorded for reports."""
+    from melep_cli import __version__  # the package's, defined after its modules are imported
     target = report.target
     results = []
     for outcome in report.outcomes:
@@ -261,6 +266,9 @@ def rank_to_dict(report: RankReport, *, per_label: bool = True, pairs: bool = Fa
         "seconds": round(report.seconds, 6),
         "cache": str(report.cache) if report.cache is not None else None,
         "forward_passes": report.forward_passes,
+        "melep_version": __version__,
+        "created": report.created,
+        "command": command,
     }
     if not per_label:
         for entry in results:

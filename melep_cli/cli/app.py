@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import re
+import shlex
 import sys
 import textwrap
 import traceback
@@ -647,9 +648,19 @@ def _root(
     """Rank pre-trained ECG checkpoints for a new multi-label task with MELEP (lower is better)."""
 
 
+#: The arguments of the running command (without the program name), for reports that say how they were made.
+invocation: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("invocation", default=())
+
+
+def command_line() -> str:
+    """The running command as a shell would take it: `melep rank -c ... -t ...`."""
+    return shlex.join(["melep", *invocation.get()])
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on `argv` and return its exit code; usage errors are one line on stderr."""
     command = typer.main.get_command(app)
+    invocation.set(tuple(argv) if argv is not None else tuple(sys.argv[1:]))
     try:
         result = command.main(args=list(argv) if argv is not None else None, prog_name="melep", standalone_mode=False)
     except typer.Exit as exit_:

@@ -21,6 +21,7 @@ from melep_cli.cli.app import (
     app,
     choice_enum,
     cli_errors,
+    command_line,
     configure_logging,
     emit,
     progress_bar,
@@ -170,7 +171,7 @@ def rank_command(
             result = result.top(top)
         text = None
         if output_format is OutputFormat.json:
-            text = report.to_json(report.rank_to_dict(result, pairs=pairs))
+            text = report.to_json(report.rank_to_dict(result, pairs=pairs, command=command_line()))
         elif output_format is OutputFormat.csv:
             text = report.rank_to_csv(result, per_label=per_label)
         emit(text, _tables(result, per_label=per_label, pairs=pairs), output)
