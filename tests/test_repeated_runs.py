@@ -45,7 +45,7 @@ def _without_seconds(text: str) -> str:
 
     def strip(value):
         if isinstance(value, dict):
-            return {key: strip(item) for key, item in value.items() if key != "seconds"}
+            return {key: strip(item) for key, item in value.items() if key not in ("seconds", "created")}
         return [strip(item) for item in value] if isinstance(value, list) else value
 
     return json.dumps(strip(json.loads(text)))
