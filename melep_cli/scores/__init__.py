@@ -7,6 +7,7 @@ and one line here.
 from melep_cli.scores.base import Direction, ModelOutputs, Score, ScoreValue
 from melep_cli.scores.gain import GainScore
 from melep_cli.scores.leep import LeepScore
+from melep_cli.scores.logme import LogmeScore
 from melep_cli.scores.melep import MelepScore
 from melep_cli.scores.nce import NceScore
 
@@ -14,6 +15,7 @@ SCORES: dict[str, type] = {
     MelepScore.name: MelepScore,
     GainScore.name: GainScore,
     LeepScore.name: LeepScore,
+    LogmeScore.name: LogmeScore,
     NceScore.name: NceScore,
 }
 
@@ -22,6 +24,7 @@ __all__ = [
     "Direction",
     "GainScore",
     "LeepScore",
+    "LogmeScore",
     "MelepScore",
     "ModelOutputs",
     "NceScore",
