@@ -264,8 +264,8 @@ def run_versus_naive(quick: bool = False) -> dict[str, Any]:
     """rank against naive_baseline on the ResNet-101, then on both paper models in one ranking."""
     if missing := _common.missing_ptbxl():
         return missing
-    count, rounds, names = (32, 1, ("bilstm",)) if quick else (256, 3, ("resnet101", "bilstm"))
-    plans = {names[0]: names[:1]} if quick else {"resnet101": names[:1], "resnet101 + bilstm": names}
+    (count, rounds), names = (64, 1) if quick else (256, 3), ("resnet101", "bilstm")
+    plans = {"resnet101": names[:1], "resnet101 + bilstm": names}
     record_paths, labels = naive_baseline.ptbxl_target(_common.PTBXL_DIR, count)
     machine = _common.machine_description()
     with tempfile.TemporaryDirectory(prefix="melep-bench-naive-") as scratch:
