@@ -10,6 +10,7 @@ from melep_cli.scores.leep import LeepScore
 from melep_cli.scores.logme import LogmeScore
 from melep_cli.scores.melep import MelepScore
 from melep_cli.scores.nce import NceScore
+from melep_cli.scores.probe import ProbeScore
 
 SCORES: dict[str, type] = {
     MelepScore.name: MelepScore,
@@ -17,6 +18,7 @@ SCORES: dict[str, type] = {
     LeepScore.name: LeepScore,
     LogmeScore.name: LogmeScore,
     NceScore.name: NceScore,
+    ProbeScore.name: ProbeScore,
 }
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "MelepScore",
     "ModelOutputs",
     "NceScore",
+    "ProbeScore",
     "Score",
     "ScoreValue",
 ]
