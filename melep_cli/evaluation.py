@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 from melep_cli.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED  # rank's: the same defaults
 from melep_cli.errors import UsageError
@@ -276,6 +275,8 @@ def target_metrics(
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         metrics.update(dict.fromkeys(_CORRELATIONS, math.nan))
     else:
+        from scipy import stats  # imported when evaluating only: 0.5 s of every start-up otherwise
+
         metrics["pearson"] = float(stats.pearsonr(x, y)[0])
         metrics["spearman"] = float(stats.spearmanr(x, y)[0])
         metrics["kendall"] = float(stats.kendalltau(x, y)[0])
@@ -393,6 +394,8 @@ def _per_checkpoint(
         y = values[:, 1] * (-1.0 if lower_is_better else 1.0)
         r = p = math.nan
         if len(values) >= min_targets and np.ptp(x) > 0 and np.ptp(y) > 0:
+            from scipy import stats
+
             result = stats.pearsonr(x, y)
             r, p = float(result[0]), float(result[1])
         correlations.append(CheckpointCorrelation(checkpoint, r, p, len(values)))

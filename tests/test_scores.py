@@ -189,3 +189,14 @@ def test_a_score_the_target_does_not_suit_is_one_warning_or_one_error(capsys: py
 def test_bad_score_choices_are_one_line_errors(capsys: pytest.CaptureFixture[str], arguments: list, flag: str) -> None:
     code, _, err = _rank_json(capsys, *arguments)
     assert code == 2 and err.count("\n") == 1 and flag in err and "Traceback" not in err
+
+
+def test_the_cli_starts_without_the_heavy_libraries_of_some_scores() -> None:
+    """scikit-learn (probe) and scipy.stats (evaluate) cost about 0.4 s each to import: only when used."""
+    import subprocess
+    import sys
+
+    heavy = "('sklearn', 'scipy.stats', 'matplotlib')"
+    probe = f"import sys, melep_cli.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
