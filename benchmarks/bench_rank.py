@@ -314,7 +314,8 @@ def _versus_naive(exported, target, record_paths, labels, rounds, bits) -> dict[
         _, report = timed_rank([files[key] for files in exported], target, options, precision=precision)
         for outcome in report.outcomes:
             scores[f"rank {key} {precision} {outcome.name}"] = outcome.melep
-            precisions[outcome.name] = outcome.precision
+            if precision != "float32":
+                precisions[outcome.name] = outcome.precision
 
     configurations = {"naive": naive, "rank (torchscript)": lambda: ranked("ts"), "rank (onnx)": lambda: ranked("onnx")}
     if bits:  # reported apart: not the same arithmetic as the naive pipeline
