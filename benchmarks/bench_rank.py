@@ -241,9 +241,8 @@ def end_to_end_figures(document: dict[str, Any]) -> list[str]:
                     f"{cell(f'rank torchscript ({bits})')}, ratio "
                     f"{ratios[f'rank_torchscript_{bits}_over_model_only']:.3f}."
                 )
-        if "checkpoint_share_of_rank" in result:
-            shares = ", ".join(f"{label} {share:.0%}" for label, share in result["checkpoint_share_of_rank"].items())
-            notes.append(f"{model}: the checkpoint's own time (load, forward passes, score) in rank: {shares}.")
+        shares = ", ".join(f"{label} {share:.0%}" for label, share in result["checkpoint_share_of_rank"].items())
+        notes.append(f"{model}: the checkpoint's own time (load, forward passes, score) in rank: {shares}.")
         sweep = result["rank_batch_size_sweep"]
         sizes = ", ".join(f"{row['batch_size']}: {row['records_per_s']:.1f}" for row in sweep["sizes"])
         notes.append(f"{model}: rank batch-size sweep ({sweep['checkpoint']}), records/s: {sizes}.")
@@ -373,12 +372,11 @@ def versus_naive_figures(document: dict[str, Any]) -> list[str]:
                     f"{result[f'speedup_{bits}_over_naive']:.2f}x faster than the naive pipeline; MELEP within "
                     f"{result[f'max_abs_score_diff_{bits}_vs_naive']:.0e} of its float32 scores (ran in: {ran})."
                 )
-    if "reading_us_per_record" in document:
-        us = document["reading_us_per_record"]
-        notes.append(
-            f"Reading a PTB-XL record: melep's reader {us['melep reader']:.0f} µs, wfdb.rdsamp {us['wfdb.rdsamp']:.0f} "
-            f"µs ({us['wfdb.rdsamp'] / us['melep reader']:.1f}x)."
-        )
+    us = document["reading_us_per_record"]
+    notes.append(
+        f"Reading a PTB-XL record: melep's reader {us['melep reader']:.0f} µs, wfdb.rdsamp {us['wfdb.rdsamp']:.0f} "
+        f"µs ({us['wfdb.rdsamp'] / us['melep reader']:.1f}x)."
+    )
     columns = ["checkpoints", "naive", "rank TorchScript", "rank ONNX", "speed-up (median)", "(best of rounds)"]
     return [
         "`melep rank` (defaults) against the naive pipeline (DataLoader batch 128 over wfdb.rdsamp, eager PyTorch, "
@@ -454,10 +452,7 @@ def decode_once_figures(document: dict[str, Any]) -> list[str]:
     rows = document["configurations"]
     labels = ("one rank, all checkpoints", "one rank per checkpoint")
     one, each = (rows[label]["median_s"] for label in labels)
-    if "decode_share_of_one_rank" in document:
-        share, share_each = document["decode_share_of_one_rank"], document["decode_share_of_ranks_per_checkpoint"]
-    else:  # results of the script before: the reader's per-record function timed inside rank
-        share, share_each = (rows[label]["decode_share"] for label in labels)
+    share, share_each = document["decode_share_of_one_rank"], document["decode_share_of_ranks_per_checkpoint"]
     return [
         f"Decode once: {len(document['checkpoints'])} checkpoints ({document['distinct_input_specs']} input specs) on "
         f"{document['target_records']} CinC 2021 records (500 Hz WFDB): one rank decoded "
