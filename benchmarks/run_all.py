@@ -32,6 +32,7 @@ MODULES = [
     "bench_rank",
     "bench_cache",
     "bench_startup",
+    "bench_bootstrap",
 ]
 
 Run = Callable[[bool], dict[str, Any]]
