@@ -209,6 +209,7 @@ def rank_to_dict(
 
     `command`: the command line that produced it (the CLI's), recorded for reports."""
     from melep_cli import __version__  # the package's, defined after its modules are imported
+
     target = report.target
     results = []
     for outcome in report.outcomes:
