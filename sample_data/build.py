@@ -7,12 +7,14 @@ Produces
   project's HDF5 layout, with the five diagnostic superclasses and a few frequent SCP statements;
 - `cinc_wfdb/`: twenty CinC 2021 records copied verbatim (header quirks included);
 - `checkpoints/`: small real models (1-D ResNet and Bi-LSTM; ONNX and TorchScript) trained on data disjoint
-  from both targets, each with its `melep` metadata embedded;
+  from both targets, each with its `melep` metadata embedded and two named outputs, `logits` (batch, Z) and
+  `features` (batch, D, the linear head's input; metadata `scores_output` / `features_output`);
 - `training_log.json`: per-epoch training loss and validation AUROC of every checkpoint.
 
 Standalone on purpose (torch, numpy, scipy, h5py, wfdb, onnx, pandas through wfdb): it must not depend on
 the tool it produces test data for. Deterministic: fixed seed, deterministic torch algorithms, fixed threads.
-Progress goes to stderr.
+Progress goes to stderr. `reexport.py` adds the features output to checkpoints exported before it existed,
+without retraining (same weights, same scores).
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ RATE = 100
 SAMPLES = 1000
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 SUPERCLASSES = ("NORM", "MI", "STTC", "HYP", "CD")
+#: The two named outputs of every exported checkpoint (metadata `scores_output` / `features_output`): the logits
+#: (batch, Z) and the penultimate features (batch, D), the input of the linear head.
+SCORES_OUTPUT = "logits"
+FEATURES_OUTPUT = "features"
 
 TARGET_FOLD = 10
 VALIDATION_FOLD = 9
@@ -322,8 +328,32 @@ class ResidualBlock(nn.Module):
         return self.relu(y + self.shortcut(x))
 
 
-class ResNet1d(nn.Module):
-    """Small 1-D ResNet: strided stem, three residual blocks, global average pooling, linear head."""
+class TwoOutputs:
+    """Mixin: `forward` gives the logits while training; the exported module gives both named outputs.
+
+    `features(x)` is the penultimate layer (the input of the linear `head`). With `with_features` set (`export`
+    sets it while tracing), `forward` returns {SCORES_OUTPUT: logits, FEATURES_OUTPUT: features}. The flag is a
+    plain attribute, not a parameter: the state_dict (names and values) is the same either way.
+    """
+
+    with_features = False
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor):
+        features = self.features(x)
+        logits = self.head(features)
+        if self.with_features:
+            return {SCORES_OUTPUT: logits, FEATURES_OUTPUT: features}
+        return logits
+
+
+class ResNet1d(TwoOutputs, nn.Module):
+    """Small 1-D ResNet: strided stem, three residual blocks, global average pooling, linear head.
+
+    Features: the 2 x width channels after global average pooling (32).
+    """
 
     def __init__(self, outputs: int, leads: int = 12, width: int = 16) -> None:
         super().__init__()
@@ -338,12 +368,15 @@ class ResNet1d(nn.Module):
         )
         self.head = nn.Linear(2 * width, outputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)).mean(dim=2))
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x)).mean(dim=2)
 
 
-class BiLSTM(nn.Module):
-    """Strided Conv1d stem (1000 -> 50 steps), bidirectional LSTM, mean+max pooled outputs, linear head."""
+class BiLSTM(TwoOutputs, nn.Module):
+    """Strided Conv1d stem (1000 -> 50 steps), bidirectional LSTM, mean+max pooled outputs, linear head.
+
+    Features: mean and max over time of both directions' LSTM outputs, concatenated (4 x hidden = 256).
+    """
 
     def __init__(self, outputs: int, leads: int = 12, channels: int = 32, hidden: int = 64) -> None:
         super().__init__()
@@ -358,10 +391,9 @@ class BiLSTM(nn.Module):
         self.lstm = nn.LSTM(channels, hidden, batch_first=True, bidirectional=True)
         self.head = nn.Linear(4 * hidden, outputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         sequence, _ = self.lstm(self.stem(x).transpose(1, 2))
-        pooled = torch.cat([sequence.mean(dim=1), sequence.amax(dim=1)], dim=1)
-        return self.head(pooled)
+        return torch.cat([sequence.mean(dim=1), sequence.amax(dim=1)], dim=1)
 
 
 def normalize(signals: np.ndarray, method: str) -> np.ndarray:
@@ -470,35 +502,46 @@ def metadata(spec: dict, labels: tuple[str, ...], prevalence: np.ndarray) -> str
             "normalization": spec["normalization"],
             "dtype": "float32",
             "source_prevalence": [round(float(p), 4) for p in prevalence],
+            "scores_output": SCORES_OUTPUT,
+            "features_output": FEATURES_OUTPUT,
         },
         indent=None,
     )
 
 
-def export(model: nn.Module, path: Path, meta_json: str) -> None:
-    """ONNX (legacy exporter, dynamic batch, metadata_props `melep`) or TorchScript (extra file `melep.json`)."""
+def export(model: TwoOutputs, path: Path, meta_json: str) -> None:
+    """ONNX (legacy exporter, dynamic batch, metadata_props `melep`) or TorchScript (extra file `melep.json`).
+
+    Both formats get two named outputs, SCORES_OUTPUT (batch, Z) then FEATURES_OUTPUT (batch, D): ONNX graph
+    outputs of those names, a TorchScript result dict with those keys.
+    """
     model.eval()
     example = torch.zeros(2, 12, SAMPLES)
-    if path.suffix == ".onnx":
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["ecg"],
-            output_names=["logits"],
-            dynamic_axes={"ecg": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-        proto = onnx.load(str(path))
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "melep", meta_json
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(path))
-    else:
-        scripted = torch.jit.trace(model, example)
-        torch.jit.save(scripted, str(path), _extra_files={"melep.json": meta_json})
+    model.with_features = True
+    try:
+        if path.suffix == ".onnx":
+            names = [SCORES_OUTPUT, FEATURES_OUTPUT]
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=["ecg"],
+                output_names=names,
+                dynamic_axes={"ecg": {0: "batch"}, **{name: {0: "batch"} for name in names}},
+                opset_version=17,
+                dynamo=False,
+            )
+            proto = onnx.load(str(path))
+            del proto.metadata_props[:]
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = "melep", meta_json
+            onnx.checker.check_model(proto)
+            onnx.save(proto, str(path))
+        else:
+            scripted = torch.jit.trace(model, example, strict=False)  # strict=False: a dict result
+            torch.jit.save(scripted, str(path), _extra_files={"melep.json": meta_json})
+    finally:
+        model.with_features = False
     log(f"  saved {path} ({path.stat().st_size / 1e3:.0f} kB)")
 
 
