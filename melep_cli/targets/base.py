@@ -106,16 +106,19 @@ class Target:
         """(record id, reason) of every record left out: at open time, then while iterating."""
         return [*self.excluded, *self._decode_skips]
 
-    def batches(self, batch_size: int = 64) -> Iterator[Batch]:
+    def batches(self, batch_size: int = 64, positions: Sequence[int] | np.ndarray | None = None) -> Iterator[Batch]:
         """Decoded records, at most `batch_size` per batch, in record order; each call re-reads from the start.
 
-        Records that cannot be read, contain NaN or are flat on every lead are skipped (a warning at the
-        end names the first few); with strict=True the first such record raises TargetError.
+        `positions`: decode only the records at these positions of `record_ids`, in this order (each at most
+        once); None: every record. Records that cannot be read, contain NaN or are flat on every lead are
+        skipped (a warning at the end names the first few); with strict=True the first such record raises
+        TargetError.
         """
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
+        chosen = self._check_positions(positions)
         self._decode_skips = []
-        for batch in self._batches(batch_size):
+        for batch in self._batches(batch_size, chosen):
             if self.lead_names is not None:
                 if len(self.lead_names) != len(batch.leads):
                     raise TargetError(
@@ -126,6 +129,21 @@ class Target:
             yield batch
         if self._decode_skips:
             log.warning(f"{self.path}: skipped {describe_skips(self._decode_skips)}")
+
+    def storage_blocks(self) -> list[np.ndarray]:
+        """The record positions, grouped as they are stored together (an HDF5 chunk along the record axis): a
+        reader that visits blocks in any order reads sequentially within each. Default: one record a block."""
+        return [np.array([position], dtype=np.int64) for position in range(len(self))]
+
+    def _check_positions(self, positions: Sequence[int] | np.ndarray | None) -> np.ndarray | None:
+        if positions is None:
+            return None
+        chosen = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if chosen.size and (chosen.min() < 0 or chosen.max() >= len(self)):
+            raise UsageError(f"positions must lie in 0..{len(self) - 1}", parameter="positions")
+        if np.unique(chosen).size != chosen.size:
+            raise UsageError("positions must not repeat a record", parameter="positions")
+        return chosen
 
     def source_files(self) -> list[Path]:
         """Every file the records, their labels and their signals are read from (the outputs store fingerprints
@@ -172,14 +190,15 @@ class Target:
         return f"{type(self).__name__}({str(self.path)!r}, records={len(self)}, labels={list(self.label_names)})"
 
     # -- for subclasses -----------------------------------------------------------------------------------------
-    def _iter_records(self) -> Iterator[RecordRead]:
+    def _iter_records(self, positions: np.ndarray | None) -> Iterator[RecordRead]:
+        """One RecordRead per record at `positions` (None: every record), in that order."""
         raise NotImplementedError
 
-    def _batches(self, batch_size: int) -> Iterator[Batch]:
+    def _batches(self, batch_size: int, positions: np.ndarray | None) -> Iterator[Batch]:
         """Group records from `_iter_records()`: a new batch when full or when the rate or leads change."""
         pending: list[tuple[int, np.ndarray]] = []
         key: tuple[float, tuple[str, ...]] | None = None
-        for read in self._iter_records():
+        for read in self._iter_records(positions):
             failure = read.failure or bad_record_reason(read.signal)
             if failure is not None:
                 self._skip(self.record_ids[read.index], failure)

@@ -81,6 +81,7 @@ class Hdf5Target(Target):
             if count == 0:
                 raise TargetError(f"{path}: no records (dataset {self.signal_name!r} has shape {signals.shape})")
             self.shape = (count, samples, n_leads)
+            self.chunk_rows = int(signals.chunks[0]) if signals.chunks else 1  # records a chunk stores
             self.native_rate = self._sampling_rate(path, handle, signals, sampling_rate)
             self.leads = self._leads(path, handle, signals, n_leads)
             self.lengths = self._lengths(path, handle, count, samples)
@@ -223,8 +224,16 @@ class Hdf5Target(Target):
         row_bytes = max(1, self.shape[1] * self.shape[2] * max(4, signals.dtype.itemsize))
         return max(1, min(rows, READ_BUDGET_BYTES // row_bytes))
 
-    def _batches(self, batch_size: int) -> Iterator[Batch]:
+    def storage_blocks(self) -> list[np.ndarray]:
+        """The record positions grouped by the HDF5 chunk (along the record axis) that stores them."""
         if len(self) == 0:
+            return []
+        chunk_of = np.asarray(self.rows, dtype=np.int64) // self.chunk_rows
+        starts = np.flatnonzero(np.diff(chunk_of)) + 1  # rows ascend, so a chunk's positions are consecutive
+        return np.split(np.arange(len(self), dtype=np.int64), starts)
+
+    def _batches(self, batch_size: int, positions: np.ndarray | None) -> Iterator[Batch]:
+        if len(self) == 0 or (positions is not None and positions.size == 0):
             return
         try:
             handle = h5py.File(self.path, "r")
@@ -233,6 +242,9 @@ class Hdf5Target(Target):
         with handle:
             signals = handle[self.signal_name]
             block_rows = self._block_rows(signals, batch_size)
+            if positions is not None:
+                yield from self._chosen_batches(signals, positions, block_rows, batch_size)
+                return
             first_block = int(self.rows[0]) // block_rows
             for start in range(first_block * block_rows, int(self.rows[-1]) + 1, block_rows):
                 stop = min(start + block_rows, self.shape[0])
@@ -249,6 +261,31 @@ class Hdf5Target(Target):
                     block = np.asarray(block, dtype=np.float32)  # checks must see the float32 values
                 yield from self._block_batches(block, positions, batch_size)
                 del block  # before the next read: never two blocks at once
+
+    def _chosen_batches(
+        self, signals: h5py.Dataset, positions: np.ndarray, block_rows: int, batch_size: int
+    ) -> Iterator[Batch]:
+        """The records at `positions`, in that order: `block_rows` of them per read (one slice when they lie
+        close together, else one read of their rows in file order), put back in the order asked."""
+        for first in range(0, positions.size, block_rows):
+            group = positions[first : first + block_rows]
+            rows = np.asarray(self.rows[group], dtype=np.int64)
+            order = np.argsort(rows, kind="stable")
+            ascending = rows[order]
+            start, stop = int(ascending[0]), int(ascending[-1]) + 1
+            try:
+                if stop - start <= block_rows:
+                    block = _select_rows(signals[start:stop], ascending - start)
+                else:
+                    block = signals[ascending]
+            except (OSError, ValueError) as error:
+                raise TargetError(f"{self.path}: cannot read records {start}..{stop - 1} ({error})") from None
+            if not (order == np.arange(order.size)).all():
+                block = block[np.argsort(order)]
+            if not _exact_in_float32(block.dtype):
+                block = np.asarray(block, dtype=np.float32)
+            yield from self._block_batches(block, group, batch_size)
+            del block
 
     def _block_batches(self, block: np.ndarray, positions: np.ndarray, batch_size: int) -> Iterator[Batch]:
         """Check, crop to `lengths` where stored, and cut one read block into float32 batches.

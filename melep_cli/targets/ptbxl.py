@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from melep_cli.errors import TargetError, UsageError
 from melep_cli.targets.base import (
     RecordRead,
@@ -201,8 +203,9 @@ class PtbxlTarget(Target):
                 entry["description"] = self.statement_descriptions.get(entry["name"], "")
         return info
 
-    def _iter_records(self) -> Iterator[RecordRead]:
-        for index, header_path in enumerate(self._header_paths):
+    def _iter_records(self, positions: np.ndarray | None) -> Iterator[RecordRead]:
+        for index in range(len(self)) if positions is None else positions.tolist():
+            header_path = self._header_paths[index]
             try:
                 header = parse_header(header_path)
                 signal = read_wfdb_signal(header)

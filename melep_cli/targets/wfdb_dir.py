@@ -319,8 +319,9 @@ class WfdbTarget(Target):
         )
         return info
 
-    def _iter_records(self) -> Iterator[RecordRead]:
-        for index, header in enumerate(self.headers):
+    def _iter_records(self, positions: np.ndarray | None) -> Iterator[RecordRead]:
+        for index in range(len(self)) if positions is None else positions.tolist():
+            header = self.headers[index]
             leads = header.leads
             try:
                 signal = read_wfdb_signal(header)
