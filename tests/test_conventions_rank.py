@@ -295,3 +295,17 @@ def test_inspect_shows_the_chain_in_order_and_how_code_leads_match_the_target(tm
     assert run(["inspect", str(path), str(SAMPLE_TARGET), "--device", "cpu"]) == 0
     table = capsys.readouterr().out
     assert "DI <- I" in table and "3. crop: 4096 samples from the start" in table
+
+
+def test_the_documented_metadata_of_each_convention_is_the_one_ranked_here():
+    """docs/checkpoints.md shows one JSON object per convention: the ones this file ranks (the scaler elided)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "checkpoints.md").read_text(encoding="utf-8")
+    section = text[text.index("## Published conventions") :]
+    section = section[: section.index("\n## ", 1)]
+    blocks = [json.loads(block.split("```", 1)[0]) for block in section.split("```json\n")[1:]]
+    assert len(blocks) == len(CONVENTIONS)
+    for block, (name, expected) in zip(blocks, CONVENTIONS.items()):
+        if expected.get("normalization") == "scaler":
+            assert set(block["normalization"]) == {"mean", "std"}, name
+            block["normalization"] = "scaler"
+        assert block == expected, name
