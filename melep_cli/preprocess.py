@@ -160,8 +160,12 @@ def describe_steps(spec: InputSpec) -> list[tuple[str, str]]:
     steps = [("leads", f"{', '.join(spec.leads)} (a missing lead: {spec.missing_leads})"), ("resample", f"to {rate}")]
     if spec.filter is not None:
         highpass, lowpass, order = spec.filter
-        band = {(True, True): f"band-pass {highpass:g}-{lowpass:g} Hz", (True, False): f"high-pass {highpass:g} Hz"}
-        kind = band.get((highpass is not None, lowpass is not None), f"low-pass {lowpass:g} Hz")
+        if highpass is not None and lowpass is not None:
+            kind = f"band-pass {highpass:g}-{lowpass:g} Hz"
+        elif highpass is not None:
+            kind = f"high-pass {highpass:g} Hz"
+        else:
+            kind = f"low-pass {lowpass:g} Hz"
         steps.append(("filter", f"zero-phase Butterworth {kind}, order {order}"))
     length = "the record length" if spec.samples is None else f"{spec.samples} samples"
     if spec.windows is not None:

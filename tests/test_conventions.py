@@ -236,3 +236,44 @@ def test_stored_specs_record_every_new_key_as_json():
     full = spec(samples=250, windows=Windows(125, "max"), filter=BandFilter(0.5, 40.0), scale=10.0, crop="start")
     text = json.dumps(_spec_dict(full))
     assert '"windows": [125, "max"]' in text and '"filter": [0.5, 40.0, 4]' in text
+
+
+@pytest.mark.parametrize(
+    ("name", "standard"),
+    [
+        ("DI", "I"),
+        ("D1", "I"),
+        ("LEAD I", "I"),
+        ("lead_ii", "II"),
+        ("DII", "II"),
+        ("MLII", "II"),
+        ("DIII", "III"),
+        ("AVR", "aVR"),
+        ("avl", "aVL"),
+        ("AVF", "aVF"),
+        ("v6", "V6"),
+        ("V7", None),
+        ("Pleth", None),
+    ],
+)
+def test_lead_aliases_name_the_standard_lead(name, standard):
+    from melep_cli.preprocess import standard_lead
+
+    assert standard_lead(name) == standard
+
+
+def test_inspect_target_shows_how_lead_names_given_with_lead_names_matched(capsys):
+    from melep_cli.cli import run
+
+    names = "DI,DII,DIII,AVR,AVL,AVF,V1,V2,V3,V4,V5,Pleth"
+    assert run(["inspect", str(SAMPLE_TARGET), "--lead-names", names, "--format", "json"]) == 0
+    matching = json.loads(capsys.readouterr().out)["lead_matching"]
+    assert [(entry["lead"], entry["standard"]) for entry in matching][:4] == [
+        ("DI", "I"),
+        ("DII", "II"),
+        ("DIII", "III"),
+        ("AVR", "aVR"),
+    ]
+    assert matching[-1] == {"lead": "Pleth", "standard": None}
+    assert run(["inspect", str(SAMPLE_TARGET), "--lead-names", names]) == 0
+    assert "not a standard lead" in capsys.readouterr().out

@@ -80,11 +80,11 @@ class _Net(torch.nn.Module):
 
 
 class _WindowMean(torch.nn.Module):
-    """The input's mean amplitude and its negation, per input (record or window): (batch, 2)."""
+    """The input's mean amplitude and its negation (batch, 2), and each lead's mean as features (batch, 12)."""
 
-    def forward(self, ecg: torch.Tensor) -> torch.Tensor:
+    def forward(self, ecg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = ecg.mean(dim=(1, 2))
-        return torch.stack([mean, -mean], dim=1)
+        return torch.stack([mean, -mean], dim=1), ecg.mean(dim=2)
 
 
 def _save(module: torch.nn.Module, path: Path) -> Path:
@@ -191,7 +191,8 @@ def test_a_checkpoint_of_each_convention_ranks_as_an_independent_preprocessing_g
 def test_window_outputs_are_aggregated_per_record(aggregate, tmp_path):
     path = _save(_WindowMean(), tmp_path / "window_mean.pt")
     document = {"sampling_rate": 100, "samples": 250, "windows": {"stride": 100, "aggregate": aggregate}}
-    melep_cli.annotate_checkpoint(path, metadata={**document, "layout": "NCT", "labels": ["mean", "minus"]})
+    labels = {"layout": "NCT", "labels": ["mean", "minus"], "scores_output": 0, "features_output": 1}
+    melep_cli.annotate_checkpoint(path, metadata={**document, **labels})
     report = melep_cli.forward([path], SAMPLE_TARGET, cache=None, device="cpu", batch_size=7)
     (result,) = report.results
     assert result.status == "ok", result.error
@@ -204,6 +205,55 @@ def test_window_outputs_are_aggregated_per_record(aggregate, tmp_path):
     other = (-means).max(axis=1) if aggregate == "max" else -means.mean(axis=1)
     np.testing.assert_allclose(result.outputs[:, 1], other, atol=1e-5)
     assert result.outputs.shape == (300, 2) and len(result.record_ids) == 300
+    lead_means = np.stack([records[:, start : start + 250].mean(axis=1) for start in starts], axis=1)
+    expected = lead_means.max(axis=1) if aggregate == "max" else lead_means.mean(axis=1)
+    np.testing.assert_allclose(result.features, expected, atol=1e-5)  # features: (300, 12), aggregated alike
+
+
+def test_annotate_options_write_every_new_key_and_inspect_lists_them(tmp_path, capsys):
+    path = _save(_Net("NCT"), tmp_path / "options.pt")
+    scaler = tmp_path / "scaler.json"
+    scaler.write_text(json.dumps(_scaler()))
+    arguments = ["annotate", str(path), "--sampling-rate", "100", "--samples", "250", "--layout", "NCT"]
+    arguments += ["--windows-stride", "125", "--aggregate", "max", "--filter", "0.5,", "--filter-order", "2"]
+    arguments += ["--scale", "1000", "--scaler", str(scaler), "--missing-leads", "zero", "-f", "json"]
+    assert run(arguments) == 0
+    written = json.loads(capsys.readouterr().out)["metadata"]
+    assert written["windows"] == {"stride": 125, "aggregate": "max"}
+    assert written["filter"] == {"highpass": 0.5, "order": 2}
+    assert written["scale"] == 1000 and written["missing_leads"] == "zero"
+    assert written["normalization"] == _scaler()
+    assert run(["annotate", str(path), "--crop", "center", "--remove", "windows", "-q"]) == 0
+    capsys.readouterr()
+    assert run(["inspect", str(path), "--device", "cpu", "-f", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["metadata"]["crop"] == "center" and document["metadata"]["windows"] is None
+    assert [step["what"] for step in document["preprocessing"]][2:5] == [
+        "zero-phase Butterworth high-pass 0.5 Hz, order 2",
+        "250 samples from the center",
+        "zeros at the end, up to the length",
+    ]
+
+
+def test_an_onnx_model_with_a_flat_input_is_layout_nt(tmp_path):
+    """A 2-axis ONNX input (batch, leads x time) is layout NT; its length gives samples; it ranks as TorchScript."""
+    from conftest import export_onnx
+
+    torch.manual_seed(1)
+    module = _Net("NT").eval()
+    onnx_path = export_onnx(module, torch.randn(2, 12 * 500), tmp_path / "flat.onnx", dynamic=False)
+    script_path = _save(module, tmp_path / "flat.pt")
+    metadata = {"sampling_rate": 100, "labels": list("abcde"), "normalization": "minmax"}
+    melep_cli.annotate_checkpoint(onnx_path, metadata=metadata)
+    melep_cli.annotate_checkpoint(script_path, metadata={**metadata, "samples": 500, "layout": "NT"})
+    checkpoint = melep_cli.load_checkpoint(onnx_path, device="cpu", warn_defaults=False)
+    assert (checkpoint.layout, checkpoint.metadata.samples) == ("NT", 500)
+    report = melep_cli.forward([onnx_path, script_path], SAMPLE_TARGET, cache=None, device="cpu")
+    flat, scripted = report.results
+    assert flat.status == scripted.status == "ok", (flat.error, scripted.error)
+    np.testing.assert_allclose(flat.outputs, scripted.outputs, atol=1e-4)
+    with pytest.raises(melep_cli.CheckpointError, match="layout NCT"):
+        melep_cli.annotate_checkpoint(onnx_path, layout="NCT")
 
 
 def test_refiltering_a_checkpoint_is_a_store_miss(tmp_path):
