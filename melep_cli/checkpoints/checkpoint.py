@@ -26,7 +26,7 @@ from melep_cli.checkpoints.devices import parse_device, parse_precision
 from melep_cli.checkpoints.metadata import CONSEQUENTIAL_KEYS, CheckpointMetadata, resolve_metadata, sidecar_path
 from melep_cli.checkpoints.safety import detect_format
 from melep_cli.errors import CheckpointError, InputError
-from melep_cli.preprocess import InputSpec, resampling_factors
+from melep_cli.preprocess import InputSpec, Windows, resampling_factors
 
 logger = logging.getLogger("melep")
 
@@ -135,7 +135,7 @@ def select_output(where: str, key: str, selector: OutputSelector, outputs: Seque
     return name
 
 
-def aggregate_windows(prediction: Prediction, windows_per_record: np.ndarray, windows: Any) -> Prediction:
+def aggregate_windows(prediction: Prediction, windows_per_record: np.ndarray, windows: Windows | None) -> Prediction:
     """One row per record from one row per window: the mean or max of each record's windows (scores and features).
 
     The raw outputs are aggregated (before any activation), as the metadata key `windows` says.
