@@ -171,6 +171,7 @@ def test_a_checkpoint_of_each_convention_ranks_as_an_independent_preprocessing_g
         SAMPLE_TARGET,
         cache=None,
         device="cpu",
+        batch_size=150,  # fewer, larger forward passes: the scores do not depend on it
         target_options=melep_cli.TargetOptions(labels=LABELS),
         bootstrap=melep_cli.BootstrapSettings(resamples=0),
     )
