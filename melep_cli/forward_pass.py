@@ -349,11 +349,12 @@ def _run(running: list[_Running], target: Target, batch_size: int | None, progre
 
 def _import_for_workers(target: Target, running: Sequence[_Running]) -> None:
     """Import on the calling thread every module the producer thread may need: decoding's, and scipy.signal when
-    a checkpoint resamples. Two threads importing at once can fail (`KeyError: 'scipy'`)."""
+    a checkpoint resamples or filters. Two threads importing at once can fail (`KeyError: 'scipy'`)."""
     modules = list(target.decode_imports())
     rates = set(target.sampling_rates)
     wanted = {item.checkpoint.metadata.sampling_rate for item in running} - {None}
-    if wanted and (not rates or wanted - rates):
+    filters = any(item.checkpoint.metadata.filter is not None for item in running)
+    if filters or (wanted and (not rates or wanted - rates)):
         modules.append("scipy.signal")
     for module in modules:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from melep_cli.checkpoints import CHECKPOINT_SUFFIXES, inspect_checkpoint, is_checkpoint_path
 from melep_cli.errors import TargetError, UsageError
+from melep_cli.preprocess import match_leads
 from melep_cli.targets import TargetOptions, detect_format, inspect_target
 
 
@@ -41,3 +42,25 @@ def inspect_path(
                 "(an HDF5 file, a WFDB directory with *.hea records, or a PTB-XL directory)"
             ) from None
     return {"kind": "target", **inspect_target(path, target_options=target_options)}
+
+
+def match_checkpoint_leads(checkpoint: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """How the leads a checkpoint needs (an `inspect_checkpoint` dict) are found in a target (an `inspect_target`
+    dict): each lead with the target's lead that matched it by name or alias, or how it is fed when none does
+    (zeros with metadata missing_leads=zero, else an error), for every lead set the target has."""
+    metadata = checkpoint["metadata"]
+    wanted = metadata["leads"]
+    missing = "zeros" if metadata.get("missing_leads") == "zero" else "error"
+    sets = [entry["leads"] if isinstance(entry, dict) else entry for entry in target.get("leads") or []]
+    if sets and not isinstance(sets[0], list):
+        sets = [sets]
+    matches = []
+    for available in sets:
+        matched = match_leads(available, wanted)
+        matches.append(
+            [
+                {"lead": lead, "target_lead": found, "fed": "the target's lead" if found is not None else missing}
+                for lead, found in matched
+            ]
+        )
+    return {"target": target["path"], "lead_sets": matches}

@@ -12,7 +12,7 @@ from melep_cli import matrices, preprocess
 from melep_cli.checkpoints import metadata
 from melep_cli.checkpoints.devices import PRECISIONS
 from melep_cli.cli import app
-from melep_cli.cli.annotate import DtypeName, LayoutName, NormalizationName
+from melep_cli.cli.annotate import AggregateName, CropName, DtypeName, LayoutName, MissingLeadsName, NormalizationName
 from melep_cli.cli.app import ActivationName, WeightingName
 from melep_cli.cli.checkpoint_options import PrecisionName
 from melep_cli.cli.target_options import PtbxlLabels, TargetFormat
@@ -27,6 +27,9 @@ ENUMS: list[tuple[type[enum.Enum], tuple[str, ...]]] = [
     (LayoutName, preprocess.LAYOUTS),
     (NormalizationName, preprocess.NORMALIZATIONS),
     (DtypeName, preprocess.DTYPES),
+    (CropName, preprocess.CROPS),
+    (AggregateName, preprocess.AGGREGATES),
+    (MissingLeadsName, preprocess.MISSING_LEADS),
     (TargetFormat, opener.TARGET_FORMATS),
     (PtbxlLabels, LABEL_LEVELS),
     (PrecisionName, PRECISIONS),
@@ -41,6 +44,9 @@ OPTIONS: list[tuple[str, str, tuple[str, ...]]] = [
     ("annotate", "layout", preprocess.LAYOUTS),
     ("annotate", "normalization", preprocess.NORMALIZATIONS),
     ("annotate", "dtype", preprocess.DTYPES),
+    ("annotate", "crop", preprocess.CROPS),
+    ("annotate", "aggregate", preprocess.AGGREGATES),
+    ("annotate", "missing_leads", preprocess.MISSING_LEADS),
     ("rank", "target_format", opener.TARGET_FORMATS),
     ("inspect", "target_format", opener.TARGET_FORMATS),
     ("rank", "ptbxl_labels", LABEL_LEVELS),

@@ -31,10 +31,12 @@ from melep_cli.checkpoints.metadata import (
     CheckpointMetadata,
     parse_metadata,
     sidecar_path,
+    to_json_value,
     validate_metadata,
 )
 from melep_cli.checkpoints.safety import detect_format
 from melep_cli.errors import CheckpointError, UsageError
+from melep_cli.preprocess import BandFilter, Scaler, Windows
 
 logger = logging.getLogger("melep")
 
@@ -66,6 +68,12 @@ def annotate_checkpoint(
     description: str | None = None,
     scores_output: str | int | None = None,
     features_output: str | int | None = None,
+    crop: str | None = None,
+    windows: Windows | Mapping[str, Any] | None = None,
+    filter: BandFilter | Mapping[str, Any] | None = None,
+    scale: float | None = None,
+    scaler: Scaler | Mapping[str, Any] | None = None,
+    missing_leads: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     remove: Sequence[str] = (),
     replace: bool = False,
@@ -74,6 +82,9 @@ def annotate_checkpoint(
 
     `activation` is the metadata key `output` (logits, probabilities, softmax); `scores_output` and
     `features_output` name (or index) the outputs holding the scores and the penultimate features;
+    `crop`, `windows` ({"stride", "aggregate"}), `filter` ({"highpass", "lowpass", "order"}), `scale` and
+    `missing_leads` are the metadata keys of those names; `scaler` ({"mean", "std"}, one per lead) is the
+    metadata key `normalization` as a fitted scaler (give it or `normalization`, not both);
     `metadata` is a whole JSON object to merge first (e.g. a sidecar's); `remove` drops keys; `replace`
     starts from nothing instead of the existing metadata. Invalid values are UsageErrors naming the key
     (a `remove` key that is not a metadata key is one too: a typo would otherwise keep the key);
@@ -81,6 +92,8 @@ def annotate_checkpoint(
     shape rules out, a layout it does not run, an output it does not have) are MetadataConflicts, and
     nothing is written.
     """
+    if scaler is not None and normalization is not None:
+        raise UsageError("give a normalization or a fitted scaler, not both", parameter="scaler")
     unknown = [key for key in remove if key not in KNOWN_KEYS]
     if unknown:
         raise UsageError(f"unknown metadata key {unknown[0]!r} (known: {', '.join(KNOWN_KEYS)})", parameter="remove")
@@ -126,18 +139,23 @@ def annotate_checkpoint(
         "leads": list(leads) if leads is not None else None,
         "layout": layout,
         "output": activation,
-        "normalization": normalization,
+        "normalization": to_json_value(scaler) if scaler is not None else normalization,
         "dtype": dtype,
         "source_prevalence": list(source_prevalence) if source_prevalence is not None else None,
         "name": name,
         "description": description,
         "scores_output": scores_output,
         "features_output": features_output,
+        "crop": crop,
+        "windows": to_json_value(windows),
+        "filter": to_json_value(filter),
+        "scale": scale,
+        "missing_leads": missing_leads,
     }
     document.update(validate_metadata(updates, where=where, origin="the options", error=UsageError))
     for key in remove:
         document.pop(key, None)
-    document = {key: list(value) if isinstance(value, tuple) else value for key, value in document.items()}
+    document = {key: to_json_value(value) for key, value in document.items()}
     # Known keys first, in the documented order, then any unknown ones as they were.
     ordered = {key: document[key] for key in KNOWN_KEYS if key in document}
     ordered.update({key: value for key, value in document.items() if key not in ordered})

@@ -289,10 +289,10 @@ class OnnxBackend:
                 f"{path}: ONNX input {declared.name!r} has type {declared.type}; melep feeds float32 or float64"
             )
         self.input = _onnx_tensor_info(declared, dtype)
-        if self.input.shape is not None and len(self.input.shape) != 3:
+        if self.input.shape is not None and len(self.input.shape) not in (2, 3):
             raise CheckpointError(
                 f"{path}: ONNX input {declared.name!r} has shape {list(declared.shape)}; "
-                "melep feeds (batch, leads, time) or (batch, time, leads)"
+                "melep feeds (batch, leads, time), (batch, time, leads) or (batch, leads x time)"
             )
         self.outputs = tuple(
             _onnx_tensor_info(value, _ONNX_OUTPUT_DTYPES.get(value.type, value.type))

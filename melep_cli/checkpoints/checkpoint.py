@@ -26,7 +26,7 @@ from melep_cli.checkpoints.devices import parse_device, parse_precision
 from melep_cli.checkpoints.metadata import CONSEQUENTIAL_KEYS, CheckpointMetadata, resolve_metadata, sidecar_path
 from melep_cli.checkpoints.safety import detect_format
 from melep_cli.errors import CheckpointError, InputError
-from melep_cli.preprocess import InputSpec, resampling_factors
+from melep_cli.preprocess import InputSpec, Windows, resampling_factors
 
 logger = logging.getLogger("melep")
 
@@ -135,6 +135,28 @@ def select_output(where: str, key: str, selector: OutputSelector, outputs: Seque
     return name
 
 
+def aggregate_windows(prediction: Prediction, windows_per_record: np.ndarray, windows: Windows | None) -> Prediction:
+    """One row per record from one row per window: the mean or max of each record's windows (scores and features).
+
+    The raw outputs are aggregated (before any activation), as the metadata key `windows` says.
+    """
+    counts = np.asarray(windows_per_record, dtype=np.int64)
+    if int(counts.sum()) != len(prediction.scores):
+        raise InputError(f"{int(counts.sum())} windows announced but {len(prediction.scores)} outputs")
+    aggregate = windows.aggregate if windows is not None else "mean"
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+
+    def reduce(values: np.ndarray | None) -> np.ndarray | None:
+        if values is None or len(counts) == 0:
+            return values if values is None else values[:0]
+        if aggregate == "max":
+            return np.maximum.reduceat(values, starts, axis=0)
+        sums = np.add.reduceat(values.astype(np.float64), starts, axis=0)
+        return (sums / counts[:, np.newaxis]).astype(values.dtype, copy=False)
+
+    return Prediction(reduce(prediction.scores), reduce(prediction.features))  # type: ignore[arg-type]
+
+
 def default_batch_size(device: str) -> int:
     """Records per forward pass when none is asked for: DEFAULT_BATCH_SIZE on the CPU, DEFAULT_CUDA_BATCH_SIZE on CUDA.
 
@@ -197,7 +219,14 @@ class Checkpoint:
         declared = self._backend.input
         leads = len(metadata.leads)
         layout, samples, dtype = metadata.layout, metadata.samples, metadata.dtype
-        if declared.shape is not None:
+        if declared.shape is not None and len(declared.shape) == 2:
+            layout, samples = self._derive_flat(layout, samples, leads, declared.shape[1])
+        elif declared.shape is not None and layout == "NT":
+            raise MetadataConflict(
+                f"{self.path}: metadata layout NT (batch, leads x time) but the ONNX input shape "
+                f"{self._shape_text()} has three axes"
+            )
+        elif declared.shape is not None:
             first, second = declared.shape[1], declared.shape[2]
             if layout is None:
                 if first == leads and second != leads:
@@ -249,7 +278,38 @@ class Checkpoint:
                 )
         if dtype is None:
             dtype = "float32"
+        if metadata.windows is not None and samples is None:
+            raise CheckpointError(
+                f"{self.path}: metadata key 'windows' needs 'samples' (the window length); "
+                f"set it with 'melep annotate {self.path} --samples N'"
+            )
         return replace(metadata, layout=layout, samples=samples, dtype=dtype)
+
+    def _derive_flat(
+        self, layout: str | None, samples: int | None, leads: int, width: int | None
+    ) -> tuple[str, int | None]:
+        """Layout and samples of a model whose ONNX input is (batch, leads x time): layout NT."""
+        if layout not in (None, "NT"):
+            raise MetadataConflict(
+                f"{self.path}: metadata layout {layout} but the ONNX input shape {self._shape_text()} has two axes "
+                "(layout NT: the leads concatenated)"
+            )
+        if layout is None:
+            self._notes["layout"] = "NT (from the ONNX input shape)"
+        if width is not None:
+            if samples is None:
+                if width % leads:
+                    raise MetadataConflict(
+                        f"{self.path}: the ONNX input shape {self._shape_text()} is no multiple of the {leads} leads"
+                    )
+                samples = width // leads
+                self._notes["samples"] = f"{samples} (the ONNX input's static length / {leads} leads)"
+            elif samples * leads != width:
+                raise MetadataConflict(
+                    f"{self.path}: metadata samples {samples} x {leads} leads but the ONNX input shape "
+                    f"{self._shape_text()} fixes {width}"
+                )
+        return "NT", samples
 
     def _shape_text(self) -> str:
         shape = self._backend.input.shape or ()
@@ -412,16 +472,17 @@ class Checkpoint:
         return scores, features
 
     # ----- inputs ----------------------------------------------------------------------------
-    def input_spec(self, *, sampling_rate: float, samples: int | None) -> InputSpec:
+    def input_spec(self, *, sampling_rate: float | None, samples: int | None) -> InputSpec:
         """The InputSpec for a target at `sampling_rate` Hz whose records have `samples` samples.
 
         Metadata wins; defaults come from the model, then the target (`samples` is converted to the
         model's rate). Until the layout is probed, the spec is NCT: the layout of the probe example.
+        `sampling_rate` None (no target): the metadata's rate, else None (the target's, whatever it is).
         """
         metadata = self.metadata
-        rate = metadata.sampling_rate if metadata.sampling_rate is not None else float(sampling_rate)
+        rate = metadata.sampling_rate if metadata.sampling_rate is not None else sampling_rate
         length = metadata.samples
-        if length is None and samples is not None:
+        if length is None and samples is not None and sampling_rate is not None and rate is not None:
             up, down = resampling_factors(sampling_rate, rate)
             length = math.ceil(samples * up / down)
         return InputSpec(
@@ -431,6 +492,11 @@ class Checkpoint:
             layout=metadata.layout or "NCT",
             normalization=metadata.normalization,
             dtype=metadata.dtype or "float32",
+            crop=metadata.crop or "start",
+            windows=metadata.windows,
+            filter=metadata.filter,
+            scale=1.0 if metadata.scale is None else metadata.scale,
+            missing_leads=metadata.missing_leads or "error",
         )
 
     def probe_layout(self, example: np.ndarray) -> None:
@@ -444,6 +510,8 @@ class Checkpoint:
         """
         if not self.needs_probe:
             return
+        if getattr(example, "windows_per_record", None) is not None:
+            example = example[:1]  # a windowed record: its first window
         example = np.asarray(example)
         if example.ndim != 3 or example.shape[0] != 1:
             raise InputError(f"a layout probe takes one record shaped (1, leads, time), got {example.shape}")
@@ -539,7 +607,7 @@ class Checkpoint:
         except Exception as error:
             other = "NTC" if layout == "NCT" else "NCT"
             reason = one_line(error, limit=160)
-            if record.shape[1] != record.shape[2] and self._runs_usably(record.transpose(0, 2, 1)):
+            if record.ndim == 3 and record.shape[1] != record.shape[2] and self._runs_usably(record.transpose(0, 2, 1)):
                 raise MetadataConflict(
                     f"{self.path}: metadata layout {layout} does not run ({reason}), but {other} does; "
                     f"fix it with 'melep annotate {self.path} --layout {other}'"
@@ -576,12 +644,24 @@ class Checkpoint:
         Scores are checked: (batch, Z), Z = len(labels), floating, finite; features: (batch, D), floating,
         finite, the same D in every batch. An out-of-memory error halves the batch size and logs a warning;
         later calls start from the size that fitted, so a long run warns once, not on every batch.
+        Windowed inputs (`WindowedInputs`, the metadata key `windows`) run window by window, in the same
+        batches, and the raw outputs of each record's windows are aggregated into the record's row.
         """
         if self.needs_probe:
             raise CheckpointError(f"{self.path}: layout unknown; call probe_layout on one record first")
+        windows = getattr(inputs, "windows_per_record", None)
         inputs = np.ascontiguousarray(inputs, dtype=self.metadata.dtype or "float32")
-        if inputs.ndim != 3:
-            raise InputError(f"{self.path}: model inputs must be (batch, leads, time) or (batch, time, leads)")
+        if inputs.ndim != (2 if self.metadata.layout == "NT" else 3):
+            raise InputError(
+                f"{self.path}: model inputs must be (batch, leads, time), (batch, time, leads) or, in layout NT, "
+                f"(batch, leads x time); got {inputs.ndim} axes"
+            )
+        if windows is not None:
+            return aggregate_windows(self._predict_rows(inputs, batch_size), windows, self.metadata.windows)
+        return self._predict_rows(inputs, batch_size)
+
+    def _predict_rows(self, inputs: np.ndarray, batch_size: int | None) -> Prediction:
+        """`predict_outputs` for one model input per row (a record, or a window)."""
         if not self._layout_ran and len(inputs):
             self._confirm_layout(inputs[:1])
         size = self.static_batch or max(1, min(int(batch_size or self.batch_size), self._memory_limit or 1 << 62))

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from melep_cli.checkpoints.checkpoint import DEFAULT_PROBE_SAMPLES, Checkpoint, MetadataConflict, load_checkpoint
-from melep_cli.checkpoints.metadata import KNOWN_KEYS
+from melep_cli.checkpoints.metadata import KNOWN_KEYS, to_json_value
 from melep_cli.errors import CheckpointError
+from melep_cli.preprocess import describe_steps
 
 
 def needs_zero_record(checkpoint: Checkpoint) -> bool:
@@ -37,7 +38,9 @@ def run_zero_record(checkpoint: Checkpoint) -> tuple[int, CheckpointError | None
             checkpoint.probe_layout(example)
         features_unknown = checkpoint.metadata.features_output is not None and checkpoint.features_width is None
         if checkpoint.output_width is None or features_unknown:
-            layout_example = example if checkpoint.layout == "NCT" else example.transpose(0, 2, 1)
+            layout_example = {"NCT": example, "NTC": example.transpose(0, 2, 1), "NT": example.reshape(1, -1)}[
+                checkpoint.layout or "NCT"
+            ]
             checkpoint.predict_outputs(layout_example, batch_size=1)
     except MetadataConflict:
         raise
@@ -47,7 +50,9 @@ def run_zero_record(checkpoint: Checkpoint) -> tuple[int, CheckpointError | None
 
 
 def inspect_checkpoint(path: str | Path, *, device: str = "auto", strict_device: bool = False) -> dict[str, Any]:
-    """A JSON-ready description: format, input (name, shape, dtype), outputs, metadata, device.
+    """A JSON-ready description: format, input (name, shape, dtype), outputs, metadata, preprocessing, device.
+
+    `preprocessing` is the chain of steps the records go through, in order (`describe_steps`).
 
     `outputs` lists every model output (name, shape, dtype, role "scores" / "features" / None);
     `output` is the scores output's name and width. `metadata` holds every key's value (defaults
@@ -77,6 +82,10 @@ def inspect_checkpoint(path: str | Path, *, device: str = "auto", strict_device:
         values["labels"] = list(checkpoint.labels)
     if values["name"] is None:
         values["name"] = checkpoint.path.stem
+    for key, value in values.items():
+        values[key] = to_json_value(value)
+    spec = checkpoint.input_spec(sampling_rate=None, samples=None)
+    preprocessing = [{"step": step, "what": what} for step, what in describe_steps(spec)]
     return {
         "path": str(checkpoint.path),
         "name": checkpoint.name,
@@ -87,6 +96,7 @@ def inspect_checkpoint(path: str | Path, *, device: str = "auto", strict_device:
         "scores_output": checkpoint.scores_output,
         "features_output": checkpoint.features_output,
         "metadata": values,
+        "preprocessing": preprocessing,
         "defaulted": checkpoint.default_notes(),
         "metadata_origin": metadata.origin,
         "unknown_keys": sorted(metadata.extra),

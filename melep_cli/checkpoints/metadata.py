@@ -15,9 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from melep_cli.errors import CheckpointError, MelepError
+from melep_cli.errors import CheckpointError, InputError, MelepError
 from melep_cli.metric import ACTIVATIONS
-from melep_cli.preprocess import DTYPES, LAYOUTS, NORMALIZATIONS, STANDARD_LEADS, lead_key
+from melep_cli.preprocess import (
+    CROPS,
+    DEFAULT_FILTER_ORDER,
+    DTYPES,
+    LAYOUTS,
+    MISSING_LEADS,
+    NORMALIZATIONS,
+    STANDARD_LEADS,
+    BandFilter,
+    Scaler,
+    Windows,
+    check_filter,
+    check_scaler,
+    check_windows,
+    lead_key,
+)
 
 logger = logging.getLogger("melep")
 
@@ -39,9 +54,18 @@ KNOWN_KEYS = (
     "description",
     "scores_output",
     "features_output",
+    "crop",
+    "windows",
+    "filter",
+    "scale",
+    "missing_leads",
 )
+#: Input keys of the published conventions: absent means today's behaviour, so they are not reported as defaults.
+_OPTIONAL_INPUT_KEYS = ("crop", "windows", "filter", "scale", "missing_leads")
 #: Keys listed in `defaulted` when absent (source_prevalence and features_output have no default: absent means none).
-DEFAULTABLE_KEYS = tuple(key for key in KNOWN_KEYS if key not in ("source_prevalence", "features_output"))
+DEFAULTABLE_KEYS = tuple(
+    key for key in KNOWN_KEYS if key not in ("source_prevalence", "features_output", *_OPTIONAL_INPUT_KEYS)
+)
 #: Keys whose default changes results; the others (name, description) default harmlessly.
 CONSEQUENTIAL_KEYS = ("labels", "sampling_rate", "samples", "leads", "layout", "output", "normalization", "dtype")
 
@@ -59,13 +83,18 @@ class CheckpointMetadata:
     leads: tuple[str, ...] = STANDARD_LEADS
     layout: str | None = None  # None: from the ONNX input shape, else probed
     output: str = "logits"
-    normalization: str = "none"
+    normalization: str | Scaler = "none"
     dtype: str | None = None  # None: the ONNX input's declared type / the TorchScript parameters' type
     source_prevalence: tuple[float, ...] | None = None
     name: str | None = None  # None: the file stem
     description: str | None = None
     scores_output: str | int | None = None  # None: the only output, or the first
     features_output: str | int | None = None  # None: no features output
+    crop: str | None = None  # None: "start"
+    windows: Windows | None = None  # None: one input per record
+    filter: BandFilter | None = None  # None: no filter
+    scale: float | None = None  # None: 1 (millivolts)
+    missing_leads: str | None = None  # None: "error"
     defaulted: tuple[str, ...] = DEFAULTABLE_KEYS
     origin: str = "none"
     extra: Mapping[str, Any] = field(default_factory=dict)  # unknown keys, kept for annotate
@@ -77,8 +106,15 @@ class CheckpointMetadata:
             value = getattr(self, key)
             if key in self.defaulted or value is None:
                 continue
-            document[key] = list(value) if isinstance(value, tuple) else value
+            document[key] = to_json_value(value)
         return document
+
+
+def to_json_value(value: Any) -> Any:
+    """A metadata value as JSON: scalers, windows and filters as objects, tuples as arrays."""
+    if isinstance(value, (Scaler, Windows, BandFilter)):
+        return {key: to_json_value(item) for key, item in value._asdict().items() if item is not None}
+    return list(value) if isinstance(value, tuple) else value
 
 
 def parse_metadata(document: Any, *, where: str, origin: str) -> CheckpointMetadata:
@@ -102,7 +138,23 @@ def parse_metadata(document: Any, *, where: str, origin: str) -> CheckpointMetad
             f"{where}: metadata key 'source_prevalence' has {len(prevalence)} values "
             f"but 'labels' has {len(labels)} ({origin})"
         )
+    check_consistency(metadata, where=where, origin=origin)
     return metadata
+
+
+def check_consistency(
+    metadata: CheckpointMetadata, *, where: str, origin: str, error: type[MelepError] = CheckpointError
+) -> None:
+    """Checks across keys: a scaler per lead, a filter below the model rate's Nyquist frequency, crop vs windows."""
+    try:
+        if isinstance(metadata.normalization, Scaler):
+            check_scaler(metadata.normalization, len(metadata.leads))
+        if metadata.filter is not None:
+            check_filter(metadata.filter, metadata.sampling_rate)
+    except InputError as problem:
+        raise error(f"{where}: {problem} ({origin})") from None
+    if metadata.windows is not None and metadata.crop not in (None, "start"):
+        raise error(f"{where}: metadata key 'crop' {metadata.crop} does not apply with 'windows' ({origin})")
 
 
 def validate_metadata(
@@ -227,6 +279,80 @@ def _output_selector(value: Any) -> str | int:
     return value
 
 
+def _object(value: Any, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"must be an object with {', '.join(allowed)}")
+    unknown = [key for key in value if key not in allowed]
+    if unknown:
+        raise ValueError(f"has unknown field {unknown[0]!r} (known: {', '.join(allowed)})")
+    return value
+
+
+def _windows(value: Any) -> Windows:
+    fields = _object(value, ("stride", "aggregate"))
+    if "stride" not in fields:
+        raise ValueError("needs a stride (samples between window starts)")
+    stride, aggregate = fields["stride"], fields.get("aggregate", "mean")
+    if isinstance(aggregate, str):
+        aggregate = aggregate.strip().lower()
+    if isinstance(stride, float) and stride.is_integer():
+        stride = int(stride)
+    windows = Windows(stride, aggregate)
+    try:
+        check_windows(windows)
+    except InputError as problem:
+        raise ValueError(str(problem).removeprefix("metadata key 'windows' ")) from None
+    return windows
+
+
+def _filter(value: Any) -> BandFilter:
+    fields = _object(value, ("highpass", "lowpass", "order"))
+    bounds = []
+    for name in ("highpass", "lowpass"):
+        bound = fields.get(name)
+        if bound is not None and not _number(bound):
+            raise TypeError(f"{name} must be a number of Hz")
+        bounds.append(None if bound is None else float(bound))
+    order = fields.get("order", DEFAULT_FILTER_ORDER)
+    if isinstance(order, float) and order.is_integer():
+        order = int(order)
+    band = BandFilter(bounds[0], bounds[1], order)
+    try:
+        check_filter(band, None)
+    except InputError as problem:
+        raise ValueError(str(problem).removeprefix("metadata key 'filter' ")) from None
+    return band
+
+
+def _scale(value: Any) -> float:
+    if not _number(value) or not math.isfinite(value) or value == 0:
+        raise TypeError("must be a finite non-zero number (the factor millivolts are multiplied by)")
+    return float(value)
+
+
+def _normalization(value: Any) -> str | Scaler:
+    if isinstance(value, Mapping):
+        fields = _object(value, ("mean", "std"))
+        arrays = []
+        for name in ("mean", "std"):
+            numbers = fields.get(name)
+            if not isinstance(numbers, list) or not numbers or not all(_number(item) for item in numbers):
+                raise TypeError(f"{name} must be a non-empty array of numbers (one per lead)")
+            arrays.append(tuple(float(item) for item in numbers))
+        scaler = Scaler(*arrays)
+        try:
+            check_scaler(scaler)
+        except InputError as problem:
+            raise ValueError(str(problem).removeprefix("metadata key 'normalization' ")) from None
+        return scaler
+    try:
+        return _choice(NORMALIZATIONS)(value)
+    except TypeError:
+        raise TypeError(
+            f'must be one of {", ".join(NORMALIZATIONS)} or a scaler {{"mean": [...], "std": [...]}}'
+        ) from None
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError("must be a string")
@@ -240,11 +366,16 @@ _CHECKERS = {
     "leads": lambda value: _names(value, "lead names"),
     "layout": _choice(LAYOUTS, upper=True),
     "output": _choice(OUTPUTS),
-    "normalization": _choice(NORMALIZATIONS),
+    "normalization": _normalization,
     "dtype": _choice(DTYPES),
     "source_prevalence": _prevalence,
     "name": _text,
     "description": _text,
     "scores_output": _output_selector,
     "features_output": _output_selector,
+    "crop": _choice(CROPS),
+    "windows": _windows,
+    "filter": _filter,
+    "scale": _scale,
+    "missing_leads": _choice(MISSING_LEADS),
 }

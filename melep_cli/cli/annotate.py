@@ -27,12 +27,26 @@ from melep_cli.cli.app import (
     split_names,
 )
 from melep_cli.errors import UsageError
-from melep_cli.preprocess import DTYPES, LAYOUTS, NORMALIZATIONS
+from melep_cli.preprocess import (
+    AGGREGATES,
+    CROPS,
+    DEFAULT_FILTER_ORDER,
+    DTYPES,
+    LAYOUTS,
+    MISSING_LEADS,
+    NORMALIZATIONS,
+    BandFilter,
+    Windows,
+)
 
 #: Choices of --layout, --normalization and --dtype (`melep_cli.preprocess.LAYOUTS`, `NORMALIZATIONS`, `DTYPES`).
 LayoutName = choice_enum("LayoutName", LAYOUTS, "Choices of --layout.")
 NormalizationName = choice_enum("NormalizationName", NORMALIZATIONS, "Choices of --normalization.")
 DtypeName = choice_enum("DtypeName", DTYPES, "Choices of --dtype.")
+#: Choices of --crop, --aggregate and --missing-leads (`CROPS`, `AGGREGATES`, `MISSING_LEADS`).
+CropName = choice_enum("CropName", CROPS, "Choices of --crop.")
+AggregateName = choice_enum("AggregateName", AGGREGATES, "Choices of --aggregate.")
+MissingLeadsName = choice_enum("MissingLeadsName", MISSING_LEADS, "Choices of --missing-leads.")
 
 
 @app.command("annotate")
@@ -43,7 +57,8 @@ def annotate_command(
     samples: Annotated[int | None, typer.Option("--samples", min=1, help="Input length in samples.")] = None,
     leads: Annotated[str | None, typer.Option("--leads", help="Comma-separated lead names in input order.")] = None,
     layout: Annotated[
-        LayoutName | None, typer.Option("--layout", help="NCT (batch, leads, time) or NTC.", case_sensitive=False)
+        LayoutName | None,
+        typer.Option("--layout", help="NCT (batch, leads, time), NTC or NT (leads x time).", case_sensitive=False),
     ] = None,
     activation: Annotated[
         ActivationName | None,
@@ -56,7 +71,58 @@ def annotate_command(
     ] = None,
     normalization: Annotated[
         NormalizationName | None,
-        typer.Option("--normalization", help="Per record and lead: none, zscore or minmax.", case_sensitive=False),
+        typer.Option(
+            "--normalization",
+            help="none, zscore or minmax (per record and lead), zscore-record (all leads at once); "
+            "a fitted scaler: --scaler.",
+            case_sensitive=False,
+        ),
+    ] = None,
+    scaler: Annotated[
+        Path | None,
+        typer.Option(
+            "--scaler",
+            help="A JSON file with arrays mean and std (one per lead, in the model's lead order): a fitted scaler.",
+        ),
+    ] = None,
+    crop: Annotated[
+        CropName | None,
+        typer.Option("--crop", help="Which samples of a longer record: start or center.", case_sensitive=False),
+    ] = None,
+    windows_stride: Annotated[
+        int | None,
+        typer.Option(
+            "--windows-stride",
+            min=1,
+            help="Run every window of --samples samples starting every S samples; aggregate per record.",
+        ),
+    ] = None,
+    aggregate: Annotated[
+        AggregateName | None,
+        typer.Option(
+            "--aggregate", help="How windows' raw outputs become the record's: mean or max.", case_sensitive=False
+        ),
+    ] = None,
+    band: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help="Zero-phase Butterworth band HIGHPASS,LOWPASS in Hz (0.67,40); either may be empty (0.5, or ,40).",
+        ),
+    ] = None,
+    filter_order: Annotated[
+        int | None,
+        typer.Option("--filter-order", min=1, max=16, help=f"Butterworth order [default: {DEFAULT_FILTER_ORDER}]."),
+    ] = None,
+    scale: Annotated[
+        float | None,
+        typer.Option("--scale", help="Factor the millivolt signal is multiplied by (1000: microvolts)."),
+    ] = None,
+    missing_leads: Annotated[
+        MissingLeadsName | None,
+        typer.Option(
+            "--missing-leads", help="A lead the target lacks: error, or zero (with a warning).", case_sensitive=False
+        ),
     ] = None,
     dtype: Annotated[DtypeName | None, typer.Option("--dtype", help="Input type.", case_sensitive=False)] = None,
     source_prevalence: Annotated[
@@ -103,10 +169,20 @@ def annotate_command(
     Example:
         melep annotate model.onnx --labels NORM,MI,STTC,CD,HYP --sampling-rate 100
         melep annotate model.ts --from-json model.json -o annotated.ts
+        melep annotate st_mem.onnx --sampling-rate 250 --filter 0.67,40
+        melep annotate xresnet.onnx --windows-stride 50 --aggregate max
     """
     configure_logging(quiet=quiet)
     with cli_errors(debug):
-        document = _read_json(from_json) if from_json is not None else None
+        document = _read_json(from_json, "--from-json") if from_json is not None else None
+        fitted = _read_json(scaler, "--scaler") if scaler is not None else None
+        if aggregate is not None and windows_stride is None:
+            raise UsageError("--aggregate needs --windows-stride")
+        if filter_order is not None and band is None:
+            raise UsageError("--filter-order needs --filter")
+        windows = None
+        if windows_stride is not None:
+            windows = Windows(windows_stride, aggregate.value if aggregate else "mean")
         result = annotate_checkpoint(
             checkpoint,
             output=output,
@@ -123,6 +199,12 @@ def annotate_command(
             description=description,
             scores_output=scores_output,
             features_output=features_output,
+            crop=crop.value if crop else None,
+            windows=windows,
+            filter=_parse_band(band, filter_order),
+            scale=scale,
+            scaler=fitted,
+            missing_leads=missing_leads.value if missing_leads else None,
             metadata=document,
             remove=remove or (),
             replace=replace,
@@ -138,15 +220,32 @@ def annotate_command(
         table.add_column("key", style="bold")
         table.add_column("value")
         for key, value in result.document.items():
-            shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            if isinstance(value, dict):
+                shown = json.dumps(value)
+            else:
+                shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
             table.add_row(Text(str(key)), Text(shown))
         emit(text, [table], None)
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, option: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise UsageError(f"--from-json {path}: cannot read ({error.strerror or error})") from None
+        raise UsageError(f"{option} {path}: cannot read ({error.strerror or error})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UsageError(f"--from-json {path}: not valid JSON ({error})") from None
+        raise UsageError(f"{option} {path}: not valid JSON ({error})") from None
+
+
+def _parse_band(text: str | None, order: int | None) -> BandFilter | None:
+    """'0.67,40' -> BandFilter(0.67, 40, order); an empty side leaves that bound out."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2:
+        raise UsageError(f"--filter: expected HIGHPASS,LOWPASS in Hz (either may be empty), got {text!r}")
+    try:
+        highpass, lowpass = (float(part) if part else None for part in parts)
+    except ValueError:
+        raise UsageError(f"--filter: expected numbers of Hz, got {text!r}") from None
+    return BandFilter(highpass, lowpass, order if order is not None else DEFAULT_FILTER_ORDER)

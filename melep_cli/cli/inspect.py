@@ -28,7 +28,7 @@ from melep_cli.cli.app import (
 from melep_cli.cli.checkpoint_options import DeviceOption, StrictDeviceOption
 from melep_cli.cli.target_options import takes_target_options
 from melep_cli.errors import CheckpointError, UsageError
-from melep_cli.inspecting import inspect_path
+from melep_cli.inspecting import inspect_path, match_checkpoint_leads
 from melep_cli.targets import TargetOptions
 
 
@@ -77,6 +77,10 @@ def inspect_command(
                 stderr_console.print(f"melep: error: {error}", markup=False, highlight=False)
                 documents.append({"kind": "checkpoint", "path": str(path), "status": "error", "error": str(error)})
                 failed = True
+        targets = [document for document in documents if document["kind"] == "target"]
+        for document in documents:
+            if document["kind"] == "checkpoint" and "error" not in document and targets:
+                document["leads_in_targets"] = [match_checkpoint_leads(document, target) for target in targets]
         text = None
         if output_format is OutputFormat.json:
             text = report.to_json(documents[0] if len(documents) == 1 else documents)
@@ -90,6 +94,7 @@ def inspect_command(
         for document in documents:
             if document["kind"] == "target":
                 tables.extend(report.target_inspection_tables(document))
+                tables.append(_lead_names_table(document))
             elif "error" not in document:
                 tables.append(_table(document))
         emit(text, tables, output)
@@ -135,10 +140,40 @@ def _table(document: dict[str, Any]) -> Table:
             table.add_row(Text(key), Text(f"{defaulted[key]}  (default)", style="yellow"))
         elif value is not None:
             table.add_row(Text(key), Text(_value_text(value)))
+    for index, step in enumerate(document["preprocessing"]):
+        table.add_row(Text("preprocessing" if index == 0 else ""), Text(f"{index + 1}. {step['step']}: {step['what']}"))
+    for matching in document.get("leads_in_targets", []):
+        for lead_set in matching["lead_sets"]:
+            table.add_row(Text(f"leads in {matching['target']}"), Text(_matching_text(lead_set)))
     for key in document["unknown_keys"]:
         table.add_row(Text(str(key)), Text("unknown key, ignored", style="yellow"))
     for note in document["notes"]:
         table.add_row(Text("note"), Text(note))
+    return table
+
+
+def _matching_text(lead_set: list[dict[str, Any]]) -> str:
+    """'I <- DI, II <- DII, V6: missing (zeros)': each lead the model needs and what it is fed."""
+    parts = []
+    for entry in lead_set:
+        if entry["target_lead"] is None:
+            parts.append(f"{entry['lead']}: missing ({entry['fed']})")
+        elif entry["target_lead"] == entry["lead"]:
+            parts.append(entry["lead"])
+        else:
+            parts.append(f"{entry['lead']} <- {entry['target_lead']}")
+    return ", ".join(parts)
+
+
+def _lead_names_table(document: dict[str, Any]) -> Table:
+    """How each of the target's lead names was matched to a standard lead (by name or alias)."""
+    table = Table(title=Text("Lead names"), title_justify="left")
+    table.add_column("target lead")
+    table.add_column("standard lead")
+    for entry in document.get("lead_matching", []):
+        standard = entry["standard"]
+        shown = Text("not a standard lead", style="yellow") if standard is None else Text(standard)
+        table.add_row(Text(entry["lead"]), shown)
     return table
 
 

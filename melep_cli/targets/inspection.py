@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from melep_cli.preprocess import standard_lead
 from melep_cli.targets.base import count_noun, every_label, label_shortfall
 from melep_cli.targets.opener import TargetOptions, open_target
 
@@ -89,7 +90,18 @@ def inspect_target(
             leads=[{"leads": list(leads), "records": count} for leads, count in lead_sets.most_common()],
         )
     info["skipped"] = [{"id": record_id, "reason": reason} for record_id, reason in target.skipped]
+    info["lead_matching"] = lead_matching(info.get("leads") or [])
     return info
+
+
+def lead_matching(leads: list[Any]) -> list[dict[str, Any]]:
+    """Every lead name of the target (`leads`: names, or {"leads": names} per lead set) with the standard lead it
+    matches by name or alias ('DI' -> 'I', 'AVR' -> 'aVR'; `lead_key`), None when it matches none."""
+    names: dict[str, None] = {}
+    for entry in leads:
+        for name in entry["leads"] if isinstance(entry, dict) else [entry]:
+            names.setdefault(str(name))
+    return [{"lead": name, "standard": standard_lead(name)} for name in names]
 
 
 def _mark_selection(entries: list[dict[str, Any]], records: int, min_positives: int | None) -> list[dict[str, Any]]:
