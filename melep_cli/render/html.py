@@ -154,6 +154,9 @@ def _score_block(document: RankDocument, score: str, prefix: str) -> str:
     headers += [words.score_title(name) for name in extra]
     if score == document.rank_by:
         headers += ["source labels", "format"]
+    stopped = any(entry.stopped_early for entry in entries)
+    if stopped:
+        headers.append("records")
     optional = {index for index, header in enumerate(headers) if header in ("Δ best", "source labels", "format")}
     rows = []
     for position, entry in enumerate(entries, start=1):
@@ -173,6 +176,9 @@ def _score_block(document: RankDocument, score: str, prefix: str) -> str:
             cells.append(words.number(other.value) if other is not None and other.value is not None else "error")
         if score == document.rank_by:
             cells += [str(len(entry.source_labels)), escape(_format(entry))]
+        if stopped:
+            records = f"{entry.records:,}" if entry.records is not None else "—"
+            cells.append(records + (" (stopped early)" if entry.stopped_early else ""))
         rows.append((classes, cells))
     table = _table(headers, rows, numeric=_numeric(headers), optional=optional)
     return f'<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>\n<div class="scroll">{table}</div>'
@@ -328,6 +334,12 @@ def _run_section(document: RankDocument) -> str:
         ("Devices", words.distinct([entry.device for entry in document.ok])),
         ("Precision", words.distinct([entry.precision for entry in document.ok])),
     ]
+    if document.adaptive is not None:
+        settings = ", ".join(f"{key} {value}" for key, value in document.adaptive.items())
+        facts.append(("Adaptive", settings or "yes"))
+        stopped = [entry.checkpoint for entry in document.ok if entry.stopped_early]
+        if stopped:
+            facts.append(("Stopped early", ", ".join(stopped)))
     command = document.command or "(not recorded in this rank result)"
     return (
         '<section id="run"><h2>How this ranking was made</h2>'
