@@ -21,8 +21,14 @@ XHTML = "{http://www.w3.org/1999/xhtml}"
 
 
 @pytest.fixture(scope="module")
-def ranked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One `melep rank --report report.html -o rank.json --pairs` run on the sample (no cache: one module run)."""
+def module_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One outputs store for this module's rank runs: the sample's forward passes run once, then are read."""
+    return str(tmp_path_factory.mktemp("module-cache"))
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory: pytest.TempPathFactory, module_cache: str) -> dict[str, Path]:
+    """One `melep rank --report report.html -o rank.json --pairs` run on the sample."""
     folder = tmp_path_factory.mktemp("ranked")
     code = run(
         [
@@ -31,7 +37,8 @@ def ranked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             str(CHECKPOINTS),
             "-t",
             str(TARGET),
-            "--no-cache",
+            "--cache",
+            module_cache,
             "--pairs",
             "--report",
             str(folder / "report.html"),
@@ -182,8 +189,10 @@ def test_markdown_for_ci_is_a_table_with_intervals_p_best_and_the_tie(
     assert summary.read_text(encoding="utf-8") == text
 
 
-def test_rank_format_markdown_and_an_md_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    common = ["rank", "-c", str(CHECKPOINTS), "-t", str(TARGET), "-q"]
+def test_rank_format_markdown_and_an_md_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], module_cache: str
+) -> None:
+    common = ["rank", "-c", str(CHECKPOINTS), "-t", str(TARGET), "--cache", module_cache, "-q"]
     assert run([*common, "--format", "markdown"]) == 0
     printed = capsys.readouterr().out
     (table,) = markdown_tables(printed)
@@ -207,12 +216,13 @@ def test_the_ranking_chart_alone_for_slides(ranked: dict[str, Path]) -> None:
     assert pdf.read_bytes().startswith(b"%PDF-")
 
 
-def test_failed_checkpoints_are_listed_with_their_errors(tmp_path: Path) -> None:
+def test_failed_checkpoints_are_listed_with_their_errors(tmp_path: Path, module_cache: str) -> None:
     folder = tmp_path / "checkpoints"
     shutil.copytree(CHECKPOINTS, folder)
     (folder / "truncated.onnx").write_bytes((CHECKPOINTS / "cinc2021_snomed_bilstm.onnx").read_bytes()[:500])
     page, summary, as_json = tmp_path / "report.html", tmp_path / "summary.md", tmp_path / "rank.json"
-    code = run(["rank", "-c", str(folder), "-t", str(TARGET), "--report", str(page), "-o", str(as_json), "-q"])
+    arguments = ["rank", "-c", str(folder), "-t", str(TARGET), "--cache", module_cache, "-q"]
+    code = run([*arguments, "--report", str(page), "-o", str(as_json)])
     assert code == 1
     assert run(["report", str(as_json), "-o", str(summary), "-q"]) == 0
     error = next(entry["error"] for entry in json.loads(as_json.read_text())["results"] if entry["status"] == "error")
@@ -276,9 +286,12 @@ def test_adaptive_ranking_marks_a_checkpoint_stopped_early(
     assert table[0][-1] == "records" and table[5][-1] == "120 (stopped early)" and table[1][-1] == "300"
 
 
-def test_without_the_bootstrap_or_the_phi_matrices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_the_bootstrap_or_the_phi_matrices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], module_cache: str
+) -> None:
     as_json = tmp_path / "rank.json"
-    assert run(["rank", "-c", str(CHECKPOINTS), "-t", str(TARGET), "--bootstrap", "0", "-o", str(as_json), "-q"]) == 0
+    arguments = ["rank", "-c", str(CHECKPOINTS), "-t", str(TARGET), "--cache", module_cache, "--bootstrap", "0"]
+    assert run([*arguments, "-o", str(as_json), "-q"]) == 0
     page = tmp_path / "page.html"
     assert run(["report", str(as_json), "-o", str(page), "-q"]) == 0
     shown = page_text(parse_html(page.read_text(encoding="utf-8")))
@@ -289,9 +302,9 @@ def test_without_the_bootstrap_or_the_phi_matrices(tmp_path: Path, capsys: pytes
     assert table[0] == ["rank", "checkpoint", "MELEP", "Δ best"]
 
 
-def test_one_chart_per_score(tmp_path: Path) -> None:
+def test_one_chart_per_score(tmp_path: Path, module_cache: str) -> None:
     page = tmp_path / "page.html"
-    common = ["rank", "-c", str(CHECKPOINTS), "-t", str(TARGET), "--bootstrap", "200", "-q"]
+    common = ["rank", "-c", str(CHECKPOINTS), "-t", str(TARGET), "--cache", module_cache, "--bootstrap", "200", "-q"]
     assert run([*common, "--scores", "melep,logme", "--report", str(page)]) == 0
     tree = parse_html(page.read_text(encoding="utf-8"))
     headings = ["".join(heading.itertext()) for heading in tree.iter(f"{XHTML}h3")]

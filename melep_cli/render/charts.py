@@ -267,10 +267,16 @@ def _heatmap(
     norm = Normalize(vmin=0.0, vmax=top)
     cmap = colormaps[HEATMAP]
     longest = max((len(line) for name in columns for line in name.split("\n")), default=1)
-    rotate = (len(columns) > 6 and longest > 5) or longest > 9
     row_name = max((len(name) for name in rows), default=1)
-    cell_width = 0.62
-    width = min(max(2.2 + 0.075 * row_name + cell_width * len(columns) + 1.0, 4.5), WIDTH)
+    margins = 2.2 + 0.075 * row_name + 1.0  # row names, colour bar (inches)
+    # cells 0.62 inch wide, narrower to fit the page, never under 0.42 (then the page scrolls it sideways)
+    cell = max(min(0.62, (WIDTH - margins) / max(len(columns), 1)), 0.42)
+    width = max(margins + cell * len(columns), 4.5)
+    # a column name wider than its cell (about 0.08 inch a character) is turned, on one line
+    rotate = longest * 0.08 > (width - margins) / max(len(columns), 1)
+    if rotate:
+        columns = [name.replace("\n", " (") + ")" if "\n" in name else name for name in columns]
+        longest = max((len(name) for name in columns), default=1)
     height = 1.3 + 0.36 * len(rows) + (0.06 * longest if rotate else 0.0)
     figure = _figure(width, height)
     axes = figure.add_subplot()
@@ -305,9 +311,12 @@ def _heatmap(
             )
     axes.set_xlim(-0.5, len(columns) - 0.5)
     axes.set_ylim(len(rows) - 0.5, -0.5)
-    axes.set_xticks(range(len(columns)), columns, rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    axes.set_xticks(range(len(columns)), columns)
     axes.set_yticks(range(len(rows)), rows)
     axes.xaxis.tick_top()
+    if rotate:  # each name rising from its own column (the top labels are each tick's label2)
+        for tick in axes.xaxis.get_major_ticks():
+            tick.label2.set(rotation=45, ha="left", va="bottom", rotation_mode="anchor")
     axes.xaxis.set_label_position("top")
     axes.set_xlabel(column_title)
     axes.tick_params(length=0)
@@ -362,10 +371,13 @@ def svg_markup(
     assert opening is not None
     attributes = opening.group(0)
     attributes = re.sub(r'\s(width|height)="[^"]*"', "", attributes)
-    pixels = figure.get_figwidth() * 96 * grow  # CSS pixels: 96 an inch
+    pixels = figure.get_figwidth() * 96  # CSS pixels: 96 an inch
     css = f"chart {classes}".strip()
+    style = f"max-width: {pixels * grow:.0f}px"
+    if figure.get_figwidth() > WIDTH:  # wider than the page (a heatmap of many labels): scrolled, never squeezed
+        style += f"; min-width: {pixels * 0.8:.0f}px"
     attributes = attributes.replace(
-        "<svg", f'<svg role="img" aria-label="{escape(label)}" class="{css}" style="max-width: {pixels:.0f}px"', 1
+        "<svg", f'<svg role="img" aria-label="{escape(label)}" class="{css}" style="{style}"', 1
     )
     return attributes + text[opening.end() :].rstrip() + "\n"
 

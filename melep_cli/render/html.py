@@ -229,7 +229,7 @@ def _labels_section(document: RankDocument) -> str:
     caption = (
         "Each cell: the share of the target label's no-information value H(y) that the checkpoint's outputs remove,"
         " 1 − m(y)/H(y): 0% carries nothing about the label, 100% would predict it perfectly."
-        " The percentage under each label is its prevalence."
+        " The percentage with each label is its prevalence."
     )
     lines = [
         '<section id="labels">',
@@ -398,7 +398,7 @@ figcaption { color: var(--muted); font-size: .9rem; margin-top: .3rem; }
 svg.chart { display: block; width: 100%; height: auto; }
 svg.narrow { display: none; }
 svg.chart * { stroke-linejoin: round; stroke-linecap: butt; }
-.heatmap svg.chart { max-width: 48rem; }
+.heatmap { overflow-x: auto; }
 .scroll { overflow-x: auto; }
 .scroll-hint { display: none; color: var(--muted); font-size: .85rem; margin: .2rem 0; }
 table { border-collapse: collapse; font-size: .92rem; margin: .5rem 0; }
@@ -434,7 +434,7 @@ code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation
   h2 { break-after: avoid; }
   figure, tr, details { break-inside: avoid; }
   .scroll, .heatmap { overflow: visible; }
-  .heatmap svg.chart { width: 100%; }
+  .heatmap svg.chart { width: 100%; min-width: 0 !important; }
   tr.best td, tr.tied td, .verdict { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 }
 """
