@@ -370,3 +370,13 @@ def test_a_missing_rank_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     missing = tmp_path / "missing.json"
     assert run(["report", str(missing)]) == 2
     assert capsys.readouterr().err == f"melep: error: {missing}: no such file\n"
+
+
+def test_the_python_api_writes_the_same_reports(ranked: dict[str, Path], tmp_path: Path) -> None:
+    import melep_cli
+
+    document = melep_cli.read_rank_file(ranked["json"])
+    melep_cli.write_report(document, tmp_path / "api.html")
+    assert (tmp_path / "api.html").read_bytes() == ranked["html"].read_bytes()
+    with pytest.raises(melep_cli.UsageError, match=r"path: .*notes\.txt is no report"):
+        melep_cli.write_report(document, tmp_path / "notes.txt")

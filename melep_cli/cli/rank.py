@@ -206,7 +206,7 @@ def rank_command(
 
 def _document(result: RankReport) -> RankDocument:
     """The run as the reports draw it: its JSON document with the phi matrices, as `melep report` reads one."""
-    return RankDocument.from_dict(report.rank_to_dict(result, pairs=True, command=command_line()))
+    return RankDocument.from_rank(result, command=command_line())
 
 
 def _tables(result: RankReport, *, per_label: bool, pairs: bool) -> list:

@@ -20,7 +20,7 @@ def write_report(document: RankDocument, path: str | Path, kind: ReportKind | No
     """Write `document` to `path` atomically as `kind` (default: the one its extension names); returns the kind."""
     from melep_cli.atomic import atomic_path, atomic_write_text
 
-    kind = kind or report_kind_for(path)
+    kind = kind or report_kind_for(path, parameter="path")
     if kind == "html":
         from melep_cli.render.html import rank_html
 

@@ -143,6 +143,14 @@ class RankDocument:
         )
 
     @classmethod
+    def from_rank(cls, report: Any, *, command: str | None = None) -> RankDocument:
+        """A `RankReport` (`melep_cli.rank`) as its JSON document holds it, with the phi matrices: so a report
+        of a run in memory is the report of its `--format json --pairs` file."""
+        from melep_cli.report import rank_to_dict
+
+        return cls.from_dict(rank_to_dict(report, pairs=True, command=command))
+
+    @classmethod
     def from_dict(cls, document: Any, source: str = "the ranking") -> RankDocument:
         """Check `document` (a parsed rank JSON) and take what the reports need; InputError names `source`."""
         return _Reader(source).document(document)
