@@ -151,9 +151,8 @@ def test_rank_report_is_a_self_contained_page_with_every_part(ranked: dict[str, 
 
 def test_melep_report_from_the_json_gives_the_same_page(ranked: dict[str, Path]) -> None:
     again = ranked["folder"] / "again.html"
-    for _ in range(2):  # and the same bytes every time
-        assert run(["report", str(ranked["json"]), "-o", str(again), "-q"]) == 0
-        assert again.read_bytes() == ranked["html"].read_bytes()
+    assert run(["report", str(ranked["json"]), "-o", str(again), "-q"]) == 0
+    assert again.read_bytes() == ranked["html"].read_bytes()  # test_the_python_api_... draws it a third time
 
 
 def markdown_tables(text: str) -> list[list[list[str]]]:
@@ -237,7 +236,10 @@ def test_failed_checkpoints_are_listed_with_their_errors(tmp_path: Path, module_
 
 
 def _edited(ranked: dict[str, Path], tmp_path: Path, edit) -> Path:
+    """The sample's rank JSON changed by `edit`, without the phi matrices (their heatmaps are slow to draw)."""
     document = json.loads(ranked["json"].read_text(encoding="utf-8"))
+    for entry in document["results"]:
+        entry.pop("phi", None)
     edit(document)
     path = tmp_path / "edited.json"
     path.write_text(json.dumps(document), encoding="utf-8")
