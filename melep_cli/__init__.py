@@ -14,6 +14,8 @@ The Python API mirrors the CLI, command for command:
 - `melep_cli.BootstrapSettings(...)` is rank's `--bootstrap/--confidence/--seed` (`bootstrap=`), and
   `melep_cli.paired_bootstrap` the bootstrap itself;
 - `melep_cli.evaluate(results_csv, rank_jsons, ...)` is `melep evaluate` (an `Evaluation`);
+- `melep_cli.write_report(RankDocument.from_rank(report), "report.html")` is `melep rank --report`, and
+  `write_report(read_rank_file("RANK.json"), path)` is `melep report` (`.html`, `.md`, `.png`/`.svg`/`.pdf`);
 - the metric itself is `melep_cli.melep(outputs, labels)` and `melep_cli.MelepAccumulator`.
 
 torch and onnxruntime are imported only when a checkpoint is loaded.
@@ -34,6 +36,7 @@ from melep_cli.inspecting import inspect_path
 from melep_cli.metric import MelepAccumulator, MelepResult, activate, binary_entropy, melep
 from melep_cli.preprocess import InputSpec, prepare
 from melep_cli.ranking import RankReport, rank
+from melep_cli.render import RankDocument, read_rank_file, write_report
 from melep_cli.scores import SCORES, MelepScore, ModelOutputs, ScoreValue
 from melep_cli.scoring import score
 from melep_cli.store import OutputsStore, default_cache_dir
@@ -60,6 +63,7 @@ __all__ = [
     "MelepScore",
     "ModelOutputs",
     "OutputsStore",
+    "RankDocument",
     "RankReport",
     "ScoreValue",
     "Target",
@@ -85,5 +89,7 @@ __all__ = [
     "paired_bootstrap",
     "prepare",
     "rank",
+    "read_rank_file",
     "score",
+    "write_report",
 ]

@@ -42,6 +42,6 @@ def test_the_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
 
 def test_the_readme_stays_short_and_points_at_the_reference() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert len(readme.splitlines()) < 200
+    assert len(readme.splitlines()) < 250  # a page per capability the issues ask the README to show, no more
     for document in ("docs/commands.md", "docs/formats.md", "docs/cache.md", "benchmarks/README.md"):
         assert f"]({document})" in readme

@@ -153,7 +153,10 @@ def test_a_sentence_written_over_two_docstring_lines_is_one_line_of_help(
         (["rank"], "--labels", "LIST"),
         (["rank"], "--labels-csv", "FILE"),
         (["rank"], "--lead-names", "LIST"),
-        (["rank"], "--format", "table|json|csv"),
+        (["rank"], "--format", "table|json|csv|"),  # then "markdown" on the next line
+        (["rank"], "--report", "FILE"),
+        (["forward"], "--format", "table|json|csv"),
+        (["report"], "--format", "html|markdown|png|"),
         (["rank"], "--target-format", "hdf5|wfdb|ptbxl"),
         (["forward"], "--cache", "DIR"),
         (["score"], "--label-names", "LIST"),

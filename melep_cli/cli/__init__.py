@@ -12,6 +12,7 @@ from melep_cli.cli import evaluate as _evaluate  # noqa: F401  (registers the co
 from melep_cli.cli import forward as _forward  # noqa: F401  (registers the command)
 from melep_cli.cli import inspect as _inspect  # noqa: F401  (registers the command)
 from melep_cli.cli import rank as _rank  # noqa: F401  (registers the command)
+from melep_cli.cli import report as _report  # noqa: F401  (registers the command)
 from melep_cli.cli import score as _score  # noqa: F401  (registers the command)
 from melep_cli.cli.app import app, run
 

@@ -57,20 +57,33 @@ class OutputFormat(str, enum.Enum):
     table = "table"
     json = "json"
     csv = "csv"
+    markdown = "markdown"  # only commands whose --format is MarkdownFormatOption (rank) offer it
 
     def __str__(self) -> str:
         # The value, as on the command line: Typer versions that convert str(value) back find the member.
         return self.value
 
 
-#: --output extensions that choose the format when --format is not given. There is no markdown
-#: format, so .md/.markdown files get the table as plain text, like .txt.
+class _PlainFormat(str, enum.Enum):
+    """The --format choices of a command without a Markdown rendering (OutputCheckedCommand makes them
+    OutputFormat members before the command runs)."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: --output extensions that choose the format when --format is not given. .md/.markdown files get
+#: Markdown from a command that offers it (rank), else the table as plain text, like .txt.
 EXTENSION_FORMATS = {
     ".json": OutputFormat.json,
     ".csv": OutputFormat.csv,
     ".txt": OutputFormat.table,
-    ".md": OutputFormat.table,
-    ".markdown": OutputFormat.table,
+    ".md": OutputFormat.markdown,
+    ".markdown": OutputFormat.markdown,
 }
 #: Extensions that promise one format, so another explicit --format contradicts them (a .txt or .md
 #: file can hold any text).
@@ -82,11 +95,22 @@ RECORD_SUFFIXES = (".hea", ".dat", ".mat", ".csv")
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings on stderr.")]
 FormatOption = Annotated[
-    OutputFormat,
+    _PlainFormat,
     typer.Option(
         "--format",
         "-f",
         help="Output format. With --output and no --format: json for .json, csv for .csv, else table.",
+        case_sensitive=False,
+    ),
+]
+#: --format of a command that also renders Markdown (a GitHub-flavoured table, e.g. for a CI summary).
+MarkdownFormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Output format. With --output and no --format: json for .json, csv for .csv, markdown for .md, "
+        "else table.",
         case_sensitive=False,
     ),
 ]
@@ -206,13 +230,27 @@ class _Reads:
 READS = _Reads()
 
 
-def output_format_for(explicit: OutputFormat | None, output: Path | None) -> OutputFormat:
+class _Writes:
+    """`Annotated` marker of a parameter naming a further file the command writes (`rank --report`): checked
+    before the command runs as --output is (`check_output_path`), and never counted as an input."""
+
+    def __repr__(self) -> str:
+        return "WRITES"
+
+
+WRITES = _Writes()
+
+
+def output_format_for(explicit: OutputFormat | None, output: Path | None, *, markdown: bool = False) -> OutputFormat:
     """The format to write: `explicit` (--format) if given, else the one `output`'s extension names, else table.
 
-    An explicit format that contradicts a .json or .csv extension is a UsageError.
+    `markdown`: whether the command renders Markdown (else a .md file gets the table as plain text). An
+    explicit format that contradicts a .json or .csv extension is a UsageError.
     """
     suffix = output.suffix.lower() if output is not None else ""
     implied = EXTENSION_FORMATS.get(suffix)
+    if implied is OutputFormat.markdown and not markdown:
+        implied = OutputFormat.table
     if explicit is None:
         return implied or OutputFormat.table
     if implied is not None and implied is not explicit and suffix in _STRICT_EXTENSIONS:
@@ -303,6 +341,8 @@ class _Roles:
     format: str | None = None
     quiet: str | None = None
     inputs: tuple[str, ...] = field(default=())
+    writes: tuple[str, ...] = field(default=())  # further output files (WRITES), checked as --output is
+    markdown: bool = False  # --format offers markdown (MarkdownFormatOption)
 
 
 def _option_info(alias: Any) -> Any:
@@ -315,17 +355,25 @@ def _roles(function: Callable[..., Any]) -> _Roles:
     """Read the roles off the function's annotations: the shared Annotated aliases, READS, Path types."""
     output = format_ = quiet = None
     inputs: list[str] = []
+    writes: list[str] = []
+    markdown = False
     for name, hint in typing.get_type_hints(function, include_extras=True).items():
         metadata = getattr(hint, "__metadata__", ())
         if any(item is _option_info(OutputFileOption) for item in metadata):
             output = name
         elif any(item is _option_info(FormatOption) for item in metadata):
             format_ = name
+        elif any(item is _option_info(MarkdownFormatOption) for item in metadata):
+            format_, markdown = name, True
+        elif WRITES in metadata:
+            writes.append(name)
         elif any(item is _option_info(QuietOption) for item in metadata):
             quiet = name
         elif name != "return" and (READS in metadata or _names_paths(typing.get_args(hint)[0] if metadata else hint)):
             inputs.append(name)
-    return _Roles(output=output, format=format_, quiet=quiet, inputs=tuple(inputs))
+    return _Roles(
+        output=output, format=format_, quiet=quiet, inputs=tuple(inputs), writes=tuple(writes), markdown=markdown
+    )
 
 
 def _names_paths(hint: Any) -> bool:
@@ -511,8 +559,9 @@ class OutputCheckedCommand(HelpCommand):
     """A command whose `OutputFileOption` is checked, and its format resolved, before the command runs.
 
     Every command of `app` is one, so no command repeats this: `check_output_path` against the
-    command's inputs (its Path parameters and those marked READS), then `output_format_for` from
-    --format only if it was given on the command line, else from the extension. A problem is one
+    command's inputs (its Path parameters and those marked READS), the same for each further file it
+    writes (marked WRITES, such as `rank --report`; not the --output file either), then `output_format_for`
+    from --format only if it was given on the command line, else from the extension. A problem is one
     error line and exit 2 before any work (a long `rank` never starts).
     """
 
@@ -526,18 +575,29 @@ class OutputCheckedCommand(HelpCommand):
     def _checked_invoke(self, ctx: typer.Context) -> Any:
         roles = _roles(inspect.unwrap(self.callback)) if self.callback is not None else _Roles()
         if roles.output is None:
+            if roles.format is not None and ctx.params.get(roles.format) is not None:
+                # --format as the command compares it (an OutputFormat), whichever choices it offered
+                ctx.params[roles.format] = OutputFormat(ctx.params[roles.format])
             return super().invoke(ctx)
         output = ctx.params.get(roles.output)
         output = Path(output) if output is not None else None
         resolved = None
         try:
+            inputs = [ctx.params.get(name) for name in roles.inputs]
             if output is not None:
-                check_output_path(output, [ctx.params.get(name) for name in roles.inputs])
+                check_output_path(output, inputs)
+            for name in roles.writes:
+                written = ctx.params.get(name)
+                if written is not None:
+                    flag = flag_of(name)
+                    check_output_path(written, inputs, option=flag)
+                    if output is not None and _same_file(Path(written), output):
+                        raise UsageError(f"{written}: is also the --output file; choose another {flag}")
             if roles.format is not None:
                 given = ctx.params.get(roles.format)
                 defaulted = getattr(ctx.get_parameter_source(roles.format), "name", "DEFAULT") == "DEFAULT"
                 explicit = None if given is None or defaulted else OutputFormat(given)
-                resolved = output_format_for(explicit, output)
+                resolved = output_format_for(explicit, output, markdown=roles.markdown)
                 ctx.params[roles.format] = resolved
         except MelepError as error:
             raise fail(error_message(error), error.exit_code) from None

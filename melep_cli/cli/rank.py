@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,8 +12,9 @@ from melep_cli.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_S
 from melep_cli.checkpoints import parse_device
 from melep_cli.cli.app import (
     EXIT_CHECKPOINT_FAILED,
+    WRITES,
     DebugOption,
-    FormatOption,
+    MarkdownFormatOption,
     OutputFileOption,
     OutputFormat,
     QuietOption,
@@ -26,6 +28,7 @@ from melep_cli.cli.app import (
     emit,
     progress_bar,
     split_names,
+    stderr_console,
 )
 from melep_cli.cli.cache import CacheOption, NoCacheOption, cache_choice
 from melep_cli.cli.checkpoint_options import (
@@ -41,6 +44,7 @@ from melep_cli.cli.checkpoint_options import (
 from melep_cli.cli.target_options import TargetOption, takes_target_options
 from melep_cli.errors import UsageError
 from melep_cli.ranking import DEFAULT_SCORES, RankReport, rank
+from melep_cli.render import RankDocument, report_kind_for, write_report
 from melep_cli.scores import SCORES
 from melep_cli.targets import TargetOptions
 
@@ -119,8 +123,19 @@ def rank_command(
             "--seed", metavar="S", help="Seed of the bootstrap's resamples (the same seed, the same intervals)."
         ),
     ] = DEFAULT_SEED,
+    report_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            metavar="FILE",
+            help="Also write the ranking for people: FILE.html (a self-contained page with charts), FILE.md"
+            " (Markdown for CI), or the ranking chart alone (.png, .svg, .pdf).",
+            show_default=False,
+        ),
+        WRITES,
+    ] = None,
     target_options: TargetOptions | None = None,
-    output_format: FormatOption = OutputFormat.table,
+    output_format: MarkdownFormatOption = OutputFormat.table,
     output: OutputFileOption = None,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -136,6 +151,7 @@ def rank_command(
     Example:
         melep rank -c ckpts/ -t data.h5
         melep rank -c ckpts/ -t data.h5 --labels NORM,MI --top 3 -o ranks.json
+        melep rank -c ckpts/ -t data.h5 --report report.html
 
     Exit codes: 0 every checkpoint ranked; 1 at least one checkpoint failed (its error row is in
     the output, the others are ranked); 2 usage or target error; 3 internal error; 130 interrupted.
@@ -145,6 +161,7 @@ def rank_command(
         parse_device(device)
         if pairs and output_format is OutputFormat.csv:
             raise UsageError("--pairs needs --format json or table: a CSV row cannot hold the phi matrices")
+        report_kind = report_kind_for(report_file, parameter="report_file") if report_file is not None else None
         choice = cache_choice(cache, no_cache)
         bootstrap = BootstrapSettings(resamples=resamples, confidence=confidence, seed=seed)
         with progress_bar("ranking", quiet=quiet) as update:
@@ -174,9 +191,22 @@ def rank_command(
             text = report.to_json(report.rank_to_dict(result, pairs=pairs, command=command_line()))
         elif output_format is OutputFormat.csv:
             text = report.rank_to_csv(result, per_label=per_label)
+        elif output_format is OutputFormat.markdown:
+            from melep_cli.render.markdown import rank_markdown
+
+            text = rank_markdown(_document(result))
+        if report_file is not None and report_kind is not None:
+            write_report(_document(result), report_file, report_kind)
+            if not quiet:
+                stderr_console.print(f"melep: wrote {report_file} ({report_kind})", markup=False, highlight=False)
         emit(text, _tables(result, per_label=per_label, pairs=pairs), output)
     if result.failed:
         raise typer.Exit(EXIT_CHECKPOINT_FAILED)
+
+
+def _document(result: RankReport) -> RankDocument:
+    """The run as the reports draw it: its JSON document with the phi matrices, as `melep report` reads one."""
+    return RankDocument.from_rank(result, command=command_line())
 
 
 def _tables(result: RankReport, *, per_label: bool, pairs: bool) -> list:
