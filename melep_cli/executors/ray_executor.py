@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,9 +211,12 @@ def forward_on_ray(
             max_task_retries=options.retries,
         )
         target_ref = ray.put(opened)  # once, however many actors
+        pending: dict[Any, tuple[_Job, int]] = {}
         try:
-            _drive(ray, remote, jobs, shards, target_ref, batch_size, worker_options, progress, len(opened))
-        finally:
+            _drive(ray, remote, jobs, shards, pending, target_ref, batch_size, worker_options, progress, len(opened))
+        finally:  # also on an error or Ctrl-C: the queued shards are cancelled (not retried), the actors killed
+            for reference in pending:
+                _cancel(ray, reference)
             for job in jobs:
                 if job.actor is not None:
                     with contextlib.suppress(Exception):
@@ -225,14 +229,15 @@ def _drive(
     remote: Any,
     jobs: list[_Job],
     shards: list[np.ndarray],
+    pending: dict[Any, tuple[_Job, int]],
     target_ref: Any,
     batch_size: int | None,
     worker_options: dict[str, Any],
     progress: ProgressCallback | None,
     records: int,
 ) -> None:
-    """Start an actor per checkpoint, keep QUEUED_PER_ACTOR shards queued on each, gather their results."""
-    pending: dict[Any, tuple[_Job, int]] = {}
+    """Start an actor per checkpoint, keep QUEUED_PER_ACTOR shards queued on each (`pending`: the calls not yet
+    gathered), gather their results."""
     total, done_records = records * len(jobs), 0
 
     def submit(job: _Job) -> None:
@@ -244,10 +249,11 @@ def _drive(
 
     def finish(job: _Job) -> None:
         job.done = True
-        ray.kill(job.actor, no_restart=True)  # frees its CPUs/GPUs for the checkpoints waiting
         for reference, (owner, _) in list(pending.items()):
             if owner is job:
                 del pending[reference]
+                _cancel(ray, reference)
+        ray.kill(job.actor, no_restart=True)  # frees its CPUs/GPUs for the checkpoints waiting
 
     for job in jobs:
         job.actor = remote.remote(job.path, job.name, worker_options, batch_size)
@@ -285,6 +291,12 @@ def _drive(
             finish(job)
         else:
             submit(job)
+
+
+def _cancel(ray: Any, reference: Any) -> None:
+    """Cancel a queued or running shard call: never retried, whatever retries are left."""
+    with contextlib.suppress(Exception):
+        ray.cancel(reference)
 
 
 def remote_retries(remote: Any) -> str:
@@ -361,25 +373,31 @@ def _format_of(path: Path) -> str:
 @contextlib.contextmanager
 def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
     """Ray connected for the block: the running cluster at the address, else a local one started here (and shut
-    down after); already connected (a caller's `ray.init`): used as it is, left connected."""
-    if ray.is_initialized():
-        yield
-        return
-    address = options.resolved_address
-    settings = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
+    down after); already connected (a caller's `ray.init`): used as it is, left connected.
+
+    Ray prints the cluster's error messages (a worker died, a task is retried) on stdout: during the block they go
+    to stderr, so that stdout holds only the results (`--format json | jq`)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        if ray.is_initialized():
+            yield
+            return
+        _connect(ray, options.resolved_address)
+        try:
+            yield
+        finally:
+            ray.shutdown()  # a local Ray started here stops; a cluster is only disconnected from
+
+
+def _connect(ray: Any, address: str) -> None:
+    """`ray.init` at `address`; with 'auto' and no cluster running, a local Ray with this machine's CPUs."""
+    settings = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         ray.init(address=address, **settings)
+        return
     except ConnectionError as error:
         if address != "auto":
-            raise UsageError(
-                f"cannot connect to the Ray cluster at {address} ({error})", parameter="ray_address"
-            ) from None
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        log.warning(
-            f"no Ray cluster running: starting a local Ray with {cpus} CPUs (start one with `ray start --head`)"
-        )
-        ray.init(num_cpus=cpus, include_dashboard=False, **settings)
-    try:
-        yield
-    finally:
-        ray.shutdown()  # a local Ray started here stops; a cluster is only disconnected from
+            message = f"cannot connect to the Ray cluster at {address} ({error})"
+            raise UsageError(message, parameter="ray_address") from None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    log.warning(f"no Ray cluster running: starting a local Ray with {cpus} CPUs (start one with `ray start --head`)")
+    ray.init(num_cpus=cpus, include_dashboard=False, **settings)
