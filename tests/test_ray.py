@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import pytest
 
-from melep_cli import forward
+from melep_cli import TargetError, TargetOptions, forward
 from melep_cli.cli import run
 from melep_cli.executors import RayOptions
 
@@ -297,6 +297,29 @@ def test_shards_are_merged_in_record_order_with_the_local_outputs_bit_for_bit(lo
                 here.source_labels,
                 here.input_specs,
             )
+
+
+def test_records_skipped_on_the_workers_are_the_local_skips_and_strict_mode_is_one_target_error(
+    local_ray, tmp_path: Path
+) -> None:
+    """A record with NaN and a flat one, in different shards: skipped alike; with strict=True, one TargetError."""
+    target = tmp_path / "target.h5"
+    shutil.copy(TARGET, target)
+    with h5py.File(target, "r+") as handle:
+        handle["signals"][70] = np.nan
+        handle["signals"][200] = 0.0
+    options = RayOptions(shard_records=64)
+    local = forward(GOOD, target, cache=None)
+    on_ray = forward(GOOD, target, cache=None, executor="ray", ray_options=options)
+    assert len(local.skipped) == 2 and on_ray.skipped == local.skipped
+    assert on_ray.decoded == local.decoded == 298
+    for here, there in zip(local.results, on_ray.results):
+        assert there.record_ids == here.record_ids and np.array_equal(there.outputs, here.outputs)
+    with pytest.raises(TargetError, match="strict mode") as raised:
+        forward(
+            GOOD, target, cache=None, executor="ray", ray_options=options, target_options=TargetOptions(strict=True)
+        )
+    assert str(raised.value).count("\n") == 0 and local.skipped[0][0] in str(raised.value)
 
 
 # ----- options ----------------------------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ class CheckpointWorker:
             self._failed = _problem_of(outcome)
             return
         self._item = _Running(checkpoint, outcome, None)
+        self._load_seconds = outcome.seconds
         self._target: Target | None = None
         self._batch_size = batch_size
         self._probed = False
@@ -142,6 +143,7 @@ class CheckpointWorker:
             "specs": list(item._specs),
             "skipped": list(target.skipped[len(target.excluded) :]),
             "seconds": item.outcome.seconds - seconds,
+            "load_seconds": self._load_seconds,
             "checkpoint": _Described(
                 name=checkpoint.name,
                 path=checkpoint.path,
@@ -190,6 +192,8 @@ def forward_on_ray(
     the workers skipped become the driver target's skips, as if it had decoded them.
     """
     ray = import_ray()
+    if len(opened) == 0:
+        raise TargetError(f"{opened.path}: no usable record to score")
     shard = options.shard_size(batch_size)
     shards = [
         np.arange(start, min(start + shard, len(opened)), dtype=np.int64) for start in range(0, len(opened), shard)
@@ -213,7 +217,9 @@ def forward_on_ray(
         target_ref = ray.put(opened)  # once, however many actors
         pending: dict[Any, tuple[_Job, int]] = {}
         try:
-            _drive(ray, remote, jobs, shards, pending, target_ref, batch_size, worker_options, progress, len(opened))
+            _drive(
+                ray, remote, jobs, shards, pending, target_ref, batch_size, worker_options, progress, options.retries
+            )
         finally:  # also on an error or Ctrl-C: the queued shards are cancelled (not retried), the actors killed
             for reference in pending:
                 _cancel(ray, reference)
@@ -234,11 +240,11 @@ def _drive(
     batch_size: int | None,
     worker_options: dict[str, Any],
     progress: ProgressCallback | None,
-    records: int,
+    retries: int,
 ) -> None:
     """Start an actor per checkpoint, keep QUEUED_PER_ACTOR shards queued on each (`pending`: the calls not yet
     gathered), gather their results."""
-    total, done_records = records * len(jobs), 0
+    total, done_records = sum(len(shard) for shard in shards) * len(jobs), 0
 
     def submit(job: _Job) -> None:
         while not job.done and job.in_flight < QUEUED_PER_ACTOR and job.next_shard < len(shards):
@@ -268,7 +274,7 @@ def _drive(
         try:
             result = ray.get(ready[0])
         except ray.exceptions.RayActorError as error:
-            _fail(job, f"{job.name}: its Ray worker died ({_first_line(error)}), past {remote_retries(remote)} retries")
+            _fail(job, f"{job.name}: its Ray worker died ({_first_line(error)}), past {retries} retries")
             finish(job)
             continue
         except ray.exceptions.RayError as error:
@@ -299,13 +305,6 @@ def _cancel(ray: Any, reference: Any) -> None:
         ray.cancel(reference)
 
 
-def remote_retries(remote: Any) -> str:
-    """How many retries the actors were given (for the message of one that died past them)."""
-    with contextlib.suppress(Exception):
-        return str(remote._default_options.get("max_task_retries"))
-    return "its"
-
-
 def _merge(
     jobs: list[_Job], opened: Target, shards: list[np.ndarray]
 ) -> tuple[list[ForwardResult], list[_Running], int]:
@@ -323,7 +322,7 @@ def _merge(
             continue
         outcome.name, outcome.format, outcome.device = described.name, described.format, described.device
         outcome.precision = described.precision
-        outcome.seconds = sum(part["seconds"] for part in parts)
+        outcome.seconds = parts[0]["load_seconds"] + sum(part["seconds"] for part in parts)
         if described.defaults:
             log.warning(described.defaults)
         item = _Running(described, outcome, job.key)  # type: ignore[arg-type]
