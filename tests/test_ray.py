@@ -80,8 +80,8 @@ print(json.dumps({"code": code, "threads": [t.name for t in threading.enumerate(
 def test_a_ray_rank_starts_a_local_ray_and_gives_the_local_scores_and_entries(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], _own_cache: Path
 ) -> None:
-    ray_cache, output = tmp_path / "ray-cache", tmp_path / "ray.json"
-    argv = ["rank", "-c", str(CHECKPOINTS), "-t", str(TARGET), "--executor", "ray", "-f", "json", "-o", str(output)]
+    ray_cache = tmp_path / "ray-cache"
+    argv = ["rank", "-c", str(CHECKPOINTS), "-t", str(TARGET), "--executor", "ray", "-f", "json"]
     child = subprocess.run(
         [sys.executable, "-c", _CHILD, *argv, "--cache", str(ray_cache), "--shard-records", "100"],
         capture_output=True,
@@ -95,7 +95,7 @@ def test_a_ray_rank_starts_a_local_ray_and_gives_the_local_scores_and_entries(
     assert "starting a local Ray with" in child.stderr
     assert report["threads"] == ["MainThread"], "no Ray thread outlives the command"
     assert not report["ray_connected"], "the local Ray it started is shut down"
-    on_ray = json.loads(output.read_text())
+    on_ray = json.loads(child.stdout)  # stdout holds the results alone (Ray's messages go to stderr)
     assert on_ray["forward_passes"] == 5
     # The local executor in the same environment (the bootstrap's last digits follow the BLAS threads).
     local = subprocess.run(
@@ -259,12 +259,25 @@ def test_checkpoints_that_fail_on_workers_are_error_rows_and_the_others_are_rank
     _raises_on_short_batches(folder / "raises_in_forward.pt")
     shutil.copy(GOOD[0], folder / "dies_always.onnx")
     shutil.copy(GOOD[0], folder / "dies_once.onnx")
-    code = run(
-        ["rank", "-c", str(folder), "-t", str(TARGET), "--executor", "ray", "--shard-records", "64", "-f", "json"]
-    )
+    # To a file: Ray prints its cluster's messages (a worker died) on stdout when the caller started it, as here.
+    output = tmp_path / "ranking.json"
+    argv = [
+        "rank",
+        "-c",
+        str(folder),
+        "-t",
+        str(TARGET),
+        "--executor",
+        "ray",
+        "--shard-records",
+        "64",
+        "-o",
+        str(output),
+    ]
+    code = run(argv)
     captured = capsys.readouterr()
     assert code == 1, captured.err  # some checkpoints failed, the others are ranked
-    rows = {row["checkpoint"]: row for row in json.loads(captured.out)["results"]}
+    rows = {row["checkpoint"]: row for row in json.loads(output.read_text())["results"]}
     failed = {name for name, row in rows.items() if row["status"] != "ok"}
     assert failed == {"broken", "raises_in_forward", "dies_always"}
     assert "cannot run short batches" in rows["raises_in_forward"]["error"]
