@@ -194,6 +194,18 @@ def test_ctrl_c_cancels_the_ray_work_and_exits_130(tmp_path: Path, attempt: int)
     assert list(output.parent.iterdir()) == [], "no output file, no temporary file"
 
 
+def test_a_cluster_address_that_does_not_answer_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before `ray.init`, which would retry it for minutes (here no Ray is connected yet)."""
+    assert not ray.is_initialized()
+    for _ in range(2):
+        argv = ["rank", "-c", str(GOOD[0]), "-t", str(TARGET), "--executor", "ray", "--ray-address", "127.0.0.1:1"]
+        code = run(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith("melep: error: --ray-address: cannot connect to the Ray cluster at 127.0.0.1:1"), err
+    assert not ray.is_initialized()
+
+
 # ----- one local Ray for the rest, with worker processes that die in some checkpoints' forward passes ----------
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory: pytest.TempPathFactory):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -390,6 +391,7 @@ def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
 def _connect(ray: Any, address: str) -> None:
     """`ray.init` at `address`; with 'auto' and no cluster running, a local Ray with this machine's CPUs."""
     settings = {"log_to_driver": False, "logging_level": logging.WARNING}
+    _check_reachable(address)
     try:
         ray.init(address=address, **settings)
         return
@@ -400,3 +402,15 @@ def _connect(ray: Any, address: str) -> None:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     log.warning(f"no Ray cluster running: starting a local Ray with {cpus} CPUs (start one with `ray start --head`)")
     ray.init(num_cpus=cpus, include_dashboard=False, **settings)
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that does not answer is a UsageError now: `ray.init` would retry it for minutes."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as error:
+        message = f"cannot connect to the Ray cluster at {address} ({error.strerror or error})"
+        raise UsageError(message, parameter="ray_address", hint="start it with `ray start --head`") from None
