@@ -4,7 +4,8 @@ The Python API mirrors the CLI, command for command:
 
 - `melep_cli.rank(checkpoints, target, ...)` is `melep rank` (a `RankReport`): stage 1 then stage 2;
 - `melep_cli.forward(checkpoints, target, ...)` is `melep forward` (a `ForwardReport`): stage 1 alone, the
-  forward passes, their outputs kept in the outputs store (`OutputsStore`, `melep cache`);
+  forward passes, their outputs kept in the outputs store (`OutputsStore`, `melep cache`); `executor="ray"`
+  with `RayOptions(...)` runs them on a Ray cluster (`EXECUTORS`; ray is imported only then);
 - `melep_cli.scores`: stage 2, scores from stored outputs (`MelepScore`, `ModelOutputs`);
 - `melep_cli.score(outputs, labels, ...)` is `melep score`;
 - `melep_cli.inspect_path(path)` is `melep inspect` (`inspect_checkpoint` / `inspect_target` for one kind);
@@ -31,6 +32,7 @@ from melep_cli.checkpoints import (
 )
 from melep_cli.errors import CheckpointError, InputError, MelepError, TargetError, UsageError
 from melep_cli.evaluation_io import Evaluation, evaluate
+from melep_cli.executors import EXECUTORS, RayOptions
 from melep_cli.forward_pass import DEFAULT_CACHE, ForwardReport, ForwardResult, forward
 from melep_cli.inspecting import inspect_path
 from melep_cli.metric import MelepAccumulator, MelepResult, activate, binary_entropy, melep
@@ -46,6 +48,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_CACHE",
+    "EXECUTORS",
     "SCORES",
     "Batch",
     "BootstrapSettings",
@@ -65,6 +68,7 @@ __all__ = [
     "OutputsStore",
     "RankDocument",
     "RankReport",
+    "RayOptions",
     "ScoreValue",
     "Target",
     "TargetError",

@@ -36,6 +36,7 @@ from melep_cli.checkpoints import Checkpoint, discover_checkpoints, load_checkpo
 from melep_cli.checkpoints.backends import check_threads
 from melep_cli.checkpoints.devices import parse_device, parse_precision
 from melep_cli.errors import CheckpointError, MelepError, RefusedPickleError, TargetError, UsageError
+from melep_cli.executors import RAY, RayOptions, check_executor
 from melep_cli.preprocess import InputSpec, prepare
 from melep_cli.scores import ModelOutputs
 from melep_cli.store import EntryKey, OutputsStore, default_cache_dir, file_digest, files_fingerprint, ids_digest
@@ -129,6 +130,8 @@ def forward(
     precision: str = "float32",
     progress: ProgressCallback | None = None,
     target_options: TargetOptions | None = None,
+    executor: str = "local",
+    ray_options: RayOptions | None = None,
 ) -> ForwardReport:
     """Run every checkpoint found in `checkpoints` over `target` and keep the outputs.
 
@@ -139,9 +142,12 @@ def forward(
     `batch_size`: records per forward pass (None: each checkpoint's default for its device).
     `threads`: CPU threads of each forward pass (None: the cores available to the process).
     `precision`: float32 (exact), or bfloat16/float16 for TorchScript checkpoints on fast hardware.
+    `executor`: where the forward passes run, one of EXECUTORS: 'local' (this process) or 'ray' (a Ray cluster,
+    `ray_options`; see melep_cli.executors.ray_executor). Outputs already stored never start Ray.
     Raises UsageError/TargetError for problems that stop the whole run; a checkpoint's own problems
     become its error result.
     """
+    executor = check_executor(executor, ray_options)
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise UsageError(f"batch_size must be at least 1, got {batch_size}")
     check_threads(threads)
@@ -183,16 +189,31 @@ def forward(
         "precision": precision,
     }
     running: list[_Running] = []
-    for index in misses:
+    decoded = 0
+    remote = executor == RAY and bool(misses)
+    if remote:  # the same unit of work on a Ray cluster: results, the merged outputs, the records decoded
+        from melep_cli.executors.ray_executor import forward_on_ray
+
+        outcomes, running, decoded = forward_on_ray(
+            [(paths[index], names[index], keys[index]) for index in misses],
+            opened,
+            batch_size=batch_size,
+            load_options=load_options,
+            options=ray_options or RayOptions(),
+            progress=progress,
+        )
+        for index, outcome in zip(misses, outcomes):
+            results[index] = outcome
+    for index in () if remote else misses:
         outcome, checkpoint = _load(paths[index], names[index], **load_options)
         results[index] = outcome
         if checkpoint is not None:
             running.append(_Running(checkpoint, outcome, keys[index]))
 
-    decoded = 0
     skipped = stored_skips or []
     if running:
-        decoded = _run(running, opened, batch_size, progress)
+        if not remote:
+            decoded = _run(running, opened, batch_size, progress)
         skipped = opened.skipped[len(opened.excluded) :]
         if decoded == 0:
             detail = f" ({describe_skips(opened.skipped)} skipped)" if opened.skipped else ""

@@ -20,6 +20,7 @@ import numpy as np
 
 from melep_cli.bootstrap import DEFAULT_BOOTSTRAP, BootstrapSettings, Estimate, Uncertainty, paired_bootstrap
 from melep_cli.errors import InputError, MelepError, TargetError, UsageError
+from melep_cli.executors import RayOptions
 from melep_cli.forward_pass import DEFAULT_CACHE, ForwardResult, ProgressCallback, forward
 from melep_cli.metric import MelepResult, Weighting, probabilities_declared_as
 from melep_cli.scores import SCORES, Direction, MelepScore, ModelOutputs, Score, ScoreValue
@@ -176,11 +177,14 @@ def rank(
     scores: Sequence[str] = DEFAULT_SCORES,
     rank_by: str | None = None,
     target_name: str | None = None,
+    executor: str = "local",
+    ray_options: RayOptions | None = None,
 ) -> RankReport:
     """Rank the checkpoints found in `checkpoints` by MELEP (or `rank_by`) on `target`.
 
     Stage 1 is `forward(checkpoints, target, cache=..., ...)` (see there for `cache`, `device`,
-    `batch_size`, `threads` and `precision`): outputs already in the store are read, not recomputed, so
+    `batch_size`, `threads`, `precision`, `executor` and `ray_options`): outputs already in the store are
+    read, not recomputed, so
     ranking the same target again with other labels or `weighting` runs no forward pass. Stage 2 scores
     each checkpoint's outputs with every score of `scores` (names of `SCORES`; `melep` is
     `MelepScore(weighting, source_weighted)`), ranked by `rank_by` (default: the first of `scores`);
@@ -222,6 +226,8 @@ def rank(
         threads=threads,
         precision=precision,
         progress=progress,
+        executor=executor,
+        ray_options=ray_options,
     )
     skipped_ids = {record for record, _ in stage1.skipped}
     kept = np.array([record not in skipped_ids for record in opened.record_ids], dtype=bool)

@@ -192,11 +192,12 @@ def test_bad_score_choices_are_one_line_errors(capsys: pytest.CaptureFixture[str
 
 
 def test_the_cli_starts_without_the_heavy_libraries_of_some_scores() -> None:
-    """scikit-learn (probe) and scipy.stats (evaluate) cost about 0.4 s each to import: only when used."""
+    """scikit-learn (probe) and scipy.stats (evaluate) cost about 0.4 s each to import, ray (--executor ray)
+    about 0.4 s: only when used."""
     import subprocess
     import sys
 
-    heavy = "('sklearn', 'scipy.stats', 'matplotlib')"
+    heavy = "('sklearn', 'scipy.stats', 'matplotlib', 'ray')"
     probe = f"import sys, melep_cli.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout

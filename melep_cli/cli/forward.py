@@ -29,6 +29,15 @@ from melep_cli.cli.checkpoint_options import (
     StrictDeviceOption,
     ThreadsOption,
 )
+from melep_cli.cli.executor_options import (
+    CpusPerCheckpointOption,
+    ExecutorName,
+    ExecutorOption,
+    GpusPerCheckpointOption,
+    RayAddressOption,
+    ShardRecordsOption,
+    ray_options_of,
+)
 from melep_cli.cli.target_options import TargetOption, takes_target_options
 from melep_cli.errors import UsageError
 from melep_cli.forward_pass import forward
@@ -47,6 +56,11 @@ def forward_command(
     batch_size: BatchSizeOption = None,
     threads: ThreadsOption = None,
     precision: PrecisionOption = PrecisionName.float32,
+    executor: ExecutorOption = ExecutorName.local,
+    ray_address: RayAddressOption = None,
+    gpus_per_checkpoint: GpusPerCheckpointOption = None,
+    cpus_per_checkpoint: CpusPerCheckpointOption = None,
+    shard_records: ShardRecordsOption = None,
     target_options: TargetOptions | None = None,
     output_format: FormatOption = OutputFormat.table,
     output: OutputFileOption = None,
@@ -83,6 +97,10 @@ def forward_command(
                 precision=precision.value,
                 progress=update,
                 target_options=target_options,
+                executor=executor.value,
+                ray_options=ray_options_of(
+                    executor, ray_address, gpus_per_checkpoint, cpus_per_checkpoint, shard_records
+                ),
             )
         text = None
         if output_format is OutputFormat.json:

@@ -41,6 +41,15 @@ from melep_cli.cli.checkpoint_options import (
     StrictDeviceOption,
     ThreadsOption,
 )
+from melep_cli.cli.executor_options import (
+    CpusPerCheckpointOption,
+    ExecutorName,
+    ExecutorOption,
+    GpusPerCheckpointOption,
+    RayAddressOption,
+    ShardRecordsOption,
+    ray_options_of,
+)
 from melep_cli.cli.target_options import TargetOption, takes_target_options
 from melep_cli.errors import UsageError
 from melep_cli.ranking import DEFAULT_SCORES, RankReport, rank
@@ -134,6 +143,11 @@ def rank_command(
         ),
         WRITES,
     ] = None,
+    executor: ExecutorOption = ExecutorName.local,
+    ray_address: RayAddressOption = None,
+    gpus_per_checkpoint: GpusPerCheckpointOption = None,
+    cpus_per_checkpoint: CpusPerCheckpointOption = None,
+    shard_records: ShardRecordsOption = None,
     target_options: TargetOptions | None = None,
     output_format: MarkdownFormatOption = OutputFormat.table,
     output: OutputFileOption = None,
@@ -183,6 +197,10 @@ def rank_command(
                 scores=split_names(scores) or [],
                 rank_by=rank_by.value if rank_by is not None else None,
                 target_name=target_name,
+                executor=executor.value,
+                ray_options=ray_options_of(
+                    executor, ray_address, gpus_per_checkpoint, cpus_per_checkpoint, shard_records
+                ),
             )
         if top is not None:
             result = result.top(top)
