@@ -19,6 +19,7 @@ The Python API mirrors the CLI, command for command:
 torch and onnxruntime are imported only when a checkpoint is loaded.
 """
 
+from melep_cli.adaptive import AdaptiveSettings
 from melep_cli.bootstrap import BootstrapSettings, Estimate, Uncertainty, paired_bootstrap
 from melep_cli.checkpoints import (
     Checkpoint,
@@ -29,7 +30,7 @@ from melep_cli.checkpoints import (
 )
 from melep_cli.errors import CheckpointError, InputError, MelepError, TargetError, UsageError
 from melep_cli.evaluation_io import Evaluation, evaluate
-from melep_cli.forward_pass import DEFAULT_CACHE, ForwardReport, ForwardResult, forward
+from melep_cli.forward_pass import DEFAULT_CACHE, ForwardReport, ForwardResult, ForwardSession, forward
 from melep_cli.inspecting import inspect_path
 from melep_cli.metric import MelepAccumulator, MelepResult, activate, binary_entropy, melep
 from melep_cli.preprocess import InputSpec, prepare
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_CACHE",
     "SCORES",
+    "AdaptiveSettings",
     "Batch",
     "BootstrapSettings",
     "Checkpoint",
@@ -52,6 +54,7 @@ __all__ = [
     "Evaluation",
     "ForwardReport",
     "ForwardResult",
+    "ForwardSession",
     "InputError",
     "InputSpec",
     "MelepAccumulator",

@@ -317,7 +317,10 @@ class ForwardSession:
         saving = self._store
         for item in items:
             item.finish(self._row_of)
-            if saving is not None and item.outcome.status == "ok" and item.key is not None:
+            item.outcome.cached = item.outcome.status == "ok" and item.forwarded == 0  # all from a partial entry
+            if saving is not None and item.outcome.cached and item.key is not None:
+                item.outcome.entry = saving.path_for(item.key)  # nothing new to store
+            elif saving is not None and item.outcome.status == "ok" and item.key is not None:
                 try:
                     item.save(saving, opened, complete=len(item.covered) == len(opened.record_ids))
                 except UsageError as error:  # an unwritable cache costs the speed-up, never the results
