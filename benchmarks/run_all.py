@@ -33,6 +33,7 @@ MODULES = [
     "bench_cache",
     "bench_startup",
     "bench_bootstrap",
+    "bench_adaptive",
 ]
 
 Run = Callable[[bool], dict[str, Any]]
