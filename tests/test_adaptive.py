@@ -24,7 +24,7 @@ from melep_cli.adaptive import (
 from melep_cli.bootstrap import BootstrapSettings, Estimate, paired_bootstrap
 from melep_cli.cli.app import app
 from melep_cli.errors import UsageError
-from melep_cli.scores import MelepScore
+from melep_cli.scores import MelepScore, ModelOutputs
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 CHECKPOINTS = SAMPLE / "checkpoints"
@@ -264,16 +264,25 @@ def test_a_broken_checkpoint_does_not_stop_the_race(tmp_path):
 
 def test_a_score_other_than_melep_ranks_and_every_score_is_on_the_records_seen():
     target = melep_cli.open_target(TARGET)
+    settings = AdaptiveSettings(seed=2)
     report = melep_cli.rank(
-        [CHECKPOINTS], target, cache=None, scores=["melep", "logme"], rank_by="logme", adaptive=AdaptiveSettings()
+        [CHECKPOINTS], target, cache=None, scores=["melep", "logme"], rank_by="logme", adaptive=settings
     )
     assert report.rank_by == "logme" and report.adaptive is not None
-    assert report.ok[0].value >= max(o.value for o in report.ok if o.stop.reason == "worse_than_leader")
+    dropped = [outcome for outcome in report.ok if outcome.stop.reason == "worse_than_leader"]
+    assert dropped and all(outcome.stop.leader == report.ok[0].name for outcome in dropped)
+    # every score of a checkpoint is its score on the first `records` records of the seeded order
+    outputs = {result.name: result for result in melep_cli.forward([CHECKPOINTS], target, cache=None).results}
+    order = seeded_order(target.storage_blocks(), settings.seed)
+    row_of = {record: row for row, record in enumerate(outputs[report.ok[0].name].record_ids)}
     for outcome in report.ok:
-        assert outcome.scores["melep"].value is not None and outcome.records in (128, 256, 300)
-        # MELEP of a stopped checkpoint is its MELEP on its own records: the same as scoring those records alone
-    dropped = [o for o in report.ok if o.stopped_early]
-    assert dropped
+        rows = np.sort(order[: outcome.records])
+        result = outputs[outcome.name]
+        picked = [row_of[target.record_ids[position]] for position in rows]
+        alone = MelepScore().compute(
+            ModelOutputs(result.outputs[picked], result.activation), target.labels[rows], target.label_names
+        )
+        assert math.isclose(outcome.scores["melep"].value.value, alone.value, rel_tol=1e-9), outcome.name
 
 
 # -- agreement on real data -------------------------------------------------------------------------------------
@@ -284,7 +293,8 @@ def test_the_adaptive_winner_is_the_full_pass_winner_over_many_seeds(tmp_path):
     """The 2,992 PTB-XL records, the five sample checkpoints and two close copies of the best one (weights moved
     by 2% and 5% of their spread): over 40 seeds the adaptive top-1 equals the full-pass top-1 in at least 95% of
     runs; where it differs, the pick's full-pass score lies in the interval shown; with the five sample checkpoints
-    alone a run uses at most half of a full rank's records. The outputs are computed once (the store), the races read them from it."""
+    alone a run uses at most half of a full rank's records. The outputs are computed once (the store), the races
+    read them from it."""
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     for path in CHECKPOINTS.iterdir():
