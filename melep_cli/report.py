@@ -531,6 +531,7 @@ def _rank_grid(report: RankReport, columns: Sequence[str], *, short: bool, top: 
             "interval": f"{uncertainty.ci[0]:.4f}–{uncertainty.ci[1]:.4f}" if uncertainty else "",
             "P(best)": _format_share(uncertainty.p_best) if uncertainty else "",
             "Δ best": "—" if outcome.rank == 1 else f"{value - best:+.4f}" + (" tied" if tied else ""),
+            **({"Δ best": "stopped"} if outcome.stopped_early and outcome.rank != 1 else {}),
             "source labels": str(outcome.source_labels) if outcome.source_labels is not None else "",
             "records": str(outcome.records) if outcome.records is not None else "",
             "seconds": f"{outcome.seconds:.2f}",
@@ -586,7 +587,7 @@ def rank_table(report: RankReport, *, top: int | None = None, width: int | None 
     if any(outcome.stopped_early for outcome in report.ok):
         caption += (
             f"; {STOPPED_MARK} stopped early (--adaptive): scored on the records it saw (see records), not"
-            " comparable with a full-target score"
+            " comparable with a full-target score (no Δ best)"
         )
     direction = f"{report.direction} is better"
     if report.rank_by == "melep":
