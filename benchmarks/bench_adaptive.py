@@ -10,7 +10,8 @@ in the same run (`cache=None` for both: every forward pass counted):
   each other), outputs stored once by a full rank, then one adaptive rank per seed reading them (the rule is
   what varies with the seed, not the outputs): the share of seeds whose adaptive top-1 is the full-pass top-1
   (goal: at least the confidence, 0.95), and for those that differ, whether the pick's full-pass score lies in
-  the interval the adaptive rank showed. The same for the five sample checkpoints alone.
+  the interval the adaptive rank showed (200 bootstrap resamples there, for time). The same for the five sample
+  checkpoints alone.
 - `adaptive-large`: a 10^5-record HDF5 target built from the 300 real records of sample_data/ptbxl_target.h5
   (their first 2.5 s at 100 Hz, 250 samples, tiled 334 times, each copy with its own Gaussian noise of 0.02 mV,
   the labels of the record copied; chunks of 64 records, uncompressed) and 8 small CNN checkpoints
@@ -38,7 +39,8 @@ from melep_cli import AdaptiveSettings, BootstrapSettings
 SAMPLE_CHECKPOINTS = _common.SAMPLE_DIR / "checkpoints"
 SAMPLE_TARGET = _common.SAMPLE_DIR / "ptbxl_target.h5"
 CLOSE_TO = "ptbxl_superclass_bilstm.ts"
-SEEDS, QUICK_SEEDS = 200, 20
+SEEDS, QUICK_SEEDS = 100, 10
+AGREEMENT_RESAMPLES = 200  # the interval a differing pick is checked against; fewer than a rank's 1000, for time
 ROUNDS, QUICK_ROUNDS = 3, 1
 LARGE, QUICK_LARGE = 100_000, 10_000
 LARGE_SAMPLES = 250
