@@ -34,6 +34,7 @@ MODULES = [
     "bench_startup",
     "bench_bootstrap",
     "bench_ray",
+    "bench_adaptive",
 ]
 
 Run = Callable[[bool], dict[str, Any]]

@@ -22,6 +22,7 @@ The Python API mirrors the CLI, command for command:
 torch and onnxruntime are imported only when a checkpoint is loaded.
 """
 
+from melep_cli.adaptive import AdaptiveSettings
 from melep_cli.bootstrap import BootstrapSettings, Estimate, Uncertainty, paired_bootstrap
 from melep_cli.checkpoints import (
     Checkpoint,
@@ -33,7 +34,7 @@ from melep_cli.checkpoints import (
 from melep_cli.errors import CheckpointError, InputError, MelepError, TargetError, UsageError
 from melep_cli.evaluation_io import Evaluation, evaluate
 from melep_cli.executors import EXECUTORS, RayOptions
-from melep_cli.forward_pass import DEFAULT_CACHE, ForwardReport, ForwardResult, forward
+from melep_cli.forward_pass import DEFAULT_CACHE, ForwardReport, ForwardResult, ForwardSession, forward
 from melep_cli.inspecting import inspect_path
 from melep_cli.metric import MelepAccumulator, MelepResult, activate, binary_entropy, melep
 from melep_cli.preprocess import InputSpec, prepare
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_CACHE",
     "EXECUTORS",
     "SCORES",
+    "AdaptiveSettings",
     "Batch",
     "BootstrapSettings",
     "Checkpoint",
@@ -58,6 +60,7 @@ __all__ = [
     "Evaluation",
     "ForwardReport",
     "ForwardResult",
+    "ForwardSession",
     "InputError",
     "InputSpec",
     "MelepAccumulator",

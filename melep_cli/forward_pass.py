@@ -13,6 +13,13 @@ No metric here. The concurrency, top to bottom:
 5. the producer is stopped and joined on every way out (an error, Ctrl-C): no thread outlives the call.
 
 One checkpoint that fails (load, probe, a forward pass) becomes an error result; the others go on.
+
+`ForwardSession` holds steps 1 and 5 apart: the checkpoints are looked up and loaded once, then run over chosen
+record positions as often as asked (`ForwardSession.run`, the stage's unit of work: these checkpoints, these
+positions, each fed only the records it lacks), and their entries are saved on `close`. `forward()` is one
+session run over every record; an adaptive rank runs the checkpoints still in the race look after look. A
+stored entry that covers some of the records (a checkpoint an adaptive rank stopped early) is completed: the
+model runs on the records it lacks only.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +83,7 @@ class ForwardResult:
     seconds: float = 0.0
     cached: bool = False  # read from the outputs store: no forward pass was run
     entry: Path | None = None  # the store entry holding these outputs
+    forwarded: int = 0  # records this call ran through the model (the others came from the store)
     problem: MelepError | None = field(default=None, repr=False)  # what stopped it, when the library said
 
     def model_outputs(self) -> ModelOutputs:
@@ -106,6 +114,11 @@ class ForwardReport:
     def forward_passes(self) -> int:
         """Checkpoints whose forward pass ran in this call (not read from the store)."""
         return sum(1 for result in self.results if result.status == "ok" and not result.cached)
+
+    @property
+    def records_forwarded(self) -> int:
+        """Records run through a model in this call, summed over the checkpoints (a full pass: n per checkpoint)."""
+        return sum(result.forwarded for result in self.results)
 
 
 def resolve_cache(cache: str | Path | None) -> Path | None:
@@ -147,95 +160,257 @@ def forward(
     Raises UsageError/TargetError for problems that stop the whole run; a checkpoint's own problems
     become its error result.
     """
-    executor = check_executor(executor, ray_options)
-    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-        raise UsageError(f"batch_size must be at least 1, got {batch_size}")
-    check_threads(threads)
-    parse_precision(precision)
-    parse_device(device)
-    started = time.perf_counter()
-    paths = discover_checkpoints(checkpoints, recursive=recursive)
-    names = unique_names(paths)
-    directory = resolve_cache(cache)
-    store = OutputsStore(directory) if directory is not None else None
-    opened = target_of(target, target_options)
+    session = ForwardSession(
+        checkpoints,
+        target,
+        cache=cache,
+        recursive=recursive,
+        device=device,
+        strict_device=strict_device,
+        batch_size=batch_size,
+        threads=threads,
+        precision=precision,
+        target_options=target_options,
+        executor=executor,
+        ray_options=ray_options,
+    )
+    with contextlib.closing(session):
+        session.run(progress=progress)
+        return session.report()
 
-    results: list[ForwardResult | None] = [None] * len(paths)
-    keys: list[EntryKey | None] = [None] * len(paths)
-    stored_skips: list[tuple[str, str]] | None = None
-    if store is not None:
-        target_key = _target_key(opened)
-        for index, path in enumerate(paths):
-            started_one = time.perf_counter()
-            try:
-                keys[index] = EntryKey(file_digest(path), *target_key, precision=precision)
-            except CheckpointError as error:
-                results[index] = _failed(names[index], path, str(error))
-                continue
-            stored = store.lookup(keys[index], opened.record_ids)  # type: ignore[arg-type]
-            if stored is not None:
-                results[index] = _from_store(names[index], path, stored, time.perf_counter() - started_one)
-                stored_skips = stored.skipped
-    if stored_skips and opened.strict:
-        record, reason = stored_skips[0]
-        raise TargetError(f"{opened.path}: record {record}: {reason} (strict mode)")
 
-    misses = [index for index, result in enumerate(results) if result is None]
-    load_options = {
-        "device": device,
-        "strict_device": strict_device,
-        "threads": threads,
-        "share_cores": len(misses) > 1,
-        "precision": precision,
-    }
-    running: list[_Running] = []
-    decoded = 0
-    remote = executor == RAY and bool(misses)
-    if remote:  # the same unit of work on a Ray cluster: results, the merged outputs, the records decoded
+class ForwardSession:
+    """Stage 1 held open: checkpoints looked up in the store (complete entries are results at once) and the
+    others loaded once, then `run` over chosen record positions as often as asked, `report()` at the end
+    (which saves their entries, complete or partial). Use contextlib.closing or call `close()`: it saves
+    nothing, and releases the models.
+
+    The arguments are `forward()`'s (see there).
+    """
+
+    def __init__(
+        self,
+        checkpoints: Sequence[str | Path],
+        target: str | Path | Target,
+        *,
+        cache: str | Path | None = DEFAULT_CACHE,
+        recursive: bool = False,
+        device: str = "auto",
+        strict_device: bool = False,
+        batch_size: int | None = None,
+        threads: int | None = None,
+        precision: str = "float32",
+        target_options: TargetOptions | None = None,
+        executor: str = "local",
+        ray_options: RayOptions | None = None,
+    ) -> None:
+        self.executor = check_executor(executor, ray_options)
+        self._ray_options = ray_options or RayOptions()
+        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+            raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+        check_threads(threads)
+        parse_precision(precision)
+        parse_device(device)
+        self._started = time.perf_counter()
+        self.batch_size = batch_size
+        paths = discover_checkpoints(checkpoints, recursive=recursive)
+        names = unique_names(paths)
+        self.cache = resolve_cache(cache)
+        self._store = OutputsStore(self.cache) if self.cache is not None else None
+        opened = self.target = target_of(target, target_options)
+        self._row_of = {record: row for row, record in enumerate(opened.record_ids)}
+
+        results: list[ForwardResult | None] = [None] * len(paths)
+        keys: list[EntryKey | None] = [None] * len(paths)
+        partial: dict[int, Any] = {}
+        stored_skips: list[tuple[str, str]] | None = None
+        if self._store is not None:
+            target_key = _target_key(opened)
+            for index, path in enumerate(paths):
+                started_one = time.perf_counter()
+                try:
+                    keys[index] = EntryKey(file_digest(path), *target_key, precision=precision)
+                except CheckpointError as error:
+                    results[index] = _failed(names[index], path, str(error))
+                    continue
+                stored = self._store.lookup(keys[index], opened.record_ids, partial=True)  # type: ignore[arg-type]
+                if stored is not None and stored.complete:
+                    results[index] = _from_store(names[index], path, stored, time.perf_counter() - started_one)
+                    stored_skips = stored.skipped
+                elif stored is not None:
+                    partial[index] = stored
+        if stored_skips and opened.strict:
+            record, reason = stored_skips[0]
+            raise TargetError(f"{opened.path}: record {record}: {reason} (strict mode)")
+
+        misses = [index for index, result in enumerate(results) if result is None]
+        load_options = {
+            "device": device,
+            "strict_device": strict_device,
+            "threads": threads,
+            "share_cores": len(misses) > 1,
+            "precision": precision,
+        }
+        self._running: dict[int, _Running] = {}
+        #: On Ray: the checkpoints the workers load (path, name, key), by position in `results`; the partial
+        #: entries they resume; their results until a run returns them.
+        self._remote: dict[int, tuple[Path, str, EntryKey | None]] = {}
+        self._partial = partial
+        self._load_options = load_options
+        for index in misses if self.executor == RAY else ():
+            self._remote[index] = (paths[index], names[index], keys[index])
+            results[index] = ForwardResult(name=names[index], path=paths[index], format=_format_of(paths[index]))
+        for index in () if self.executor == RAY else misses:
+            outcome, checkpoint = _load(paths[index], names[index], **load_options)
+            results[index] = outcome
+            if checkpoint is not None:
+                item = _Running(checkpoint, outcome, keys[index])
+                if index in partial:
+                    item.resume(partial[index])
+                self._running[index] = item
+        self.results: list[ForwardResult] = [result for result in results if result is not None]
+        self.decoded = 0  # records decoded by this session's runs
+        self._skipped: dict[str, str] = dict(stored_skips or [])  # records that could not be decoded
+
+    @property
+    def loaded(self) -> list[int]:
+        """The positions in `results` of the checkpoints that run here (the others came from the store or failed)."""
+        running = [index for index, item in self._running.items() if item.outcome.status == "ok"]
+        waiting = [index for index in self._remote if index not in self._running and self.results[index].status == "ok"]
+        return sorted([*running, *waiting])
+
+    def run(
+        self,
+        indices: Sequence[int] | None = None,
+        positions: Sequence[int] | np.ndarray | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        """The forward stage's unit of work: the checkpoints at `indices` of `results` (None: every loaded one)
+        over the records at `positions` of `target.record_ids`, in that order (None: every record), each fed only
+        the records it lacks. Their outputs accumulate in the session. Returns the records decoded."""
+        wanted = self.loaded if indices is None else [index for index in indices if index in self.loaded]
+        items = [self._running.get(index) or _Covering(self._partial.get(index)) for index in wanted]
+        if not items:
+            return 0
+        target = self.target
+        chosen = np.arange(len(target)) if positions is None else np.asarray(positions, dtype=np.int64)
+        if any(item.covered for item in items):
+            ids = target.record_ids
+            chosen = chosen[[any(ids[p] not in item.covered for item in items) for p in chosen]]
+            if positions is None and chosen.size == len(target):
+                chosen = None  # type: ignore[assignment]
+        elif positions is None:
+            chosen = None  # type: ignore[assignment]
+        if chosen is not None and chosen.size == 0:
+            return 0
+        if self.executor == RAY:
+            decoded = self._run_on_ray(wanted, chosen, progress)
+            items = [self._running[index] for index in wanted if index in self._running]
+        else:
+            decoded = _run(items, target, self.batch_size, progress, chosen)  # type: ignore[arg-type]
+        new_skips = target.skipped[len(target.excluded) :]
+        for item in items:
+            item.skip(new_skips)
+        self._skipped.update(new_skips)
+        self.decoded += decoded
+        return decoded
+
+    def _run_on_ray(self, wanted: list[int], positions: np.ndarray | None, progress: ProgressCallback | None) -> int:
+        """`run` on Ray: the workers load the checkpoints and decode their shards of `positions`; the outputs join
+        the session's as a local run's do (records a checkpoint already has are not taken twice)."""
         from melep_cli.executors.ray_executor import forward_on_ray
 
-        outcomes, running, decoded = forward_on_ray(
-            [(paths[index], names[index], keys[index]) for index in misses],
-            opened,
-            batch_size=batch_size,
-            load_options=load_options,
-            options=ray_options or RayOptions(),
+        outcomes, fed, decoded = forward_on_ray(
+            [self._remote[index] for index in wanted],
+            self.target,
+            batch_size=self.batch_size,
+            load_options=self._load_options,
+            options=self._ray_options,
             progress=progress,
+            positions=positions,
         )
-        for index, outcome in zip(misses, outcomes):
-            results[index] = outcome
-    for index in () if remote else misses:
-        outcome, checkpoint = _load(paths[index], names[index], **load_options)
-        results[index] = outcome
-        if checkpoint is not None:
-            running.append(_Running(checkpoint, outcome, keys[index]))
+        by_outcome = {id(item.outcome): item for item in fed}
+        for index, outcome in zip(wanted, outcomes):
+            item = self._running.get(index)
+            new = by_outcome.get(id(outcome))
+            if new is None:  # failed on the cluster: its error result, whatever it had before
+                self.results[index] = outcome
+                self._running.pop(index, None)
+                continue
+            if item is None:
+                item = _Running(new.checkpoint, outcome, new.key)  # type: ignore[arg-type]
+                if index in self._partial:
+                    item.resume(self._partial[index])
+                self._running[index] = item
+                self.results[index] = outcome
+            else:
+                item.outcome.seconds += outcome.seconds
+            item.take(new)
+        return decoded
 
-    skipped = stored_skips or []
-    if running:
-        if not remote:
-            decoded = _run(running, opened, batch_size, progress)
-        skipped = opened.skipped[len(opened.excluded) :]
-        if decoded == 0:
+    def so_far(self, index: int, record_ids: Sequence[str] | None = None) -> ForwardResult:
+        """`results[index]` with the outputs it has so far, restricted to `record_ids` when given (in the
+        target's order, the records it could not decode left out)."""
+        result = self.results[index]
+        item = self._running.get(index)
+        if item is not None and result.status == "ok" and item.has_outputs:
+            result = replace(result)
+            item.gather_into(result, self._row_of)
+        return result if record_ids is None else restricted(result, record_ids)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """The records that could not be decoded, so far (those the store recorded included)."""
+        return list(self._skipped.items())
+
+    def report(self) -> ForwardReport:
+        """Gather the outputs into the results, save the entries (partial ones marked so), and return the
+        report. Raises TargetError when no record could be used at all."""
+        opened = self.target
+        items = list(self._running.values())
+        alive = [item for item in items if item.outcome.status == "ok"]
+        if alive and self.decoded == 0 and not any(item.has_outputs for item in alive):
             detail = f" ({describe_skips(opened.skipped)} skipped)" if opened.skipped else ""
             raise TargetError(f"{opened.path}: no usable record to score{detail}")
-        saving = store
-        for item in running:
-            item.finish(skipped)
-            if saving is not None and item.outcome.status == "ok" and item.key is not None:
+        saving = self._store
+        for item in items:
+            item.finish(self._row_of)
+            item.outcome.cached = item.outcome.status == "ok" and item.forwarded == 0  # all from a partial entry
+            if saving is not None and item.outcome.cached and item.key is not None:
+                item.outcome.entry = saving.path_for(item.key)  # nothing new to store
+            elif saving is not None and item.outcome.status == "ok" and item.key is not None:
                 try:
-                    item.save(saving, opened)
+                    item.save(saving, opened, complete=len(item.covered) == len(opened.record_ids))
                 except UsageError as error:  # an unwritable cache costs the speed-up, never the results
                     log.warning(f"{error}; outputs not stored")
                     saving = None
-    finished = [result for result in results if result is not None]
-    _report_shared_problem(finished, opened)
-    return ForwardReport(
-        target=opened,
-        results=finished,
-        cache=directory,
-        seconds=time.perf_counter() - started,
-        decoded=decoded,
-        skipped=list(skipped),
+        _report_shared_problem(self.results, opened)
+        return ForwardReport(
+            target=opened,
+            results=self.results,
+            cache=self.cache,
+            seconds=time.perf_counter() - self._started,
+            decoded=self.decoded,
+            skipped=self.skipped,
+        )
+
+    def close(self) -> None:
+        """Release the loaded models (the results keep their outputs)."""
+        for item in self._running.values():
+            item.release()
+
+
+def restricted(result: ForwardResult, record_ids: Sequence[str]) -> ForwardResult:
+    """`result` with only the outputs of `record_ids` (in its own order; ids it lacks are left out)."""
+    if result.status != "ok" or result.outputs is None:
+        return result
+    wanted = set(record_ids)
+    rows = [row for row, record in enumerate(result.record_ids) if record in wanted]
+    return replace(
+        result,
+        outputs=result.outputs[rows],
+        features=result.features[rows] if result.features is not None else None,
+        record_ids=[result.record_ids[row] for row in rows],
     )
 
 
@@ -345,10 +520,18 @@ def _load(
     return outcome, checkpoint
 
 
-def _run(running: list[_Running], target: Target, batch_size: int | None, progress: ProgressCallback | None) -> int:
-    """The pass over the target for the loaded checkpoints; returns the records decoded."""
+def _run(
+    running: list[_Running],
+    target: Target,
+    batch_size: int | None,
+    progress: ProgressCallback | None,
+    positions: np.ndarray | None = None,
+) -> int:
+    """The pass over the records at `positions` (None: all) for the loaded checkpoints, each fed the records it
+    lacks; returns the records decoded."""
     decode_size = batch_size or max(item.checkpoint.batch_size for item in running)
-    batches = target.batches(decode_size)
+    batches = target.batches(decode_size) if positions is None else target.batches(decode_size, positions=positions)
+    total = len(target) if positions is None else len(positions)
     first = next(batches, None)
     if first is None:
         return 0
@@ -361,10 +544,10 @@ def _run(running: list[_Running], target: Target, batch_size: int | None, progre
         for batch, prepared in producer:
             for item in running:
                 if item.outcome.status == "ok":
-                    item.feed(batch, prepared, batch_size)
+                    item.feed_lacking(batch, prepared, batch_size)
             records += len(batch)
             if progress is not None:
-                progress(records, len(target))
+                progress(records, total)
     return records
 
 
@@ -397,6 +580,63 @@ class _Running:
         self._features: list[np.ndarray] = []
         self._ids: list[str] = []
         self._specs: dict[InputSpec, None] = {}
+        self._skipped: list[tuple[str, str]] = []
+        self.covered: set[str] = set()  # record ids scored or skipped, stored ones included
+        self._stored_specs: list[dict[str, Any]] = []
+        self.forwarded = 0  # records run through the model here
+
+    @property
+    def has_outputs(self) -> bool:
+        return bool(self._ids)
+
+    def resume(self, stored: Any) -> None:
+        """Start from a partial store entry: its records are not run again."""
+        self._outputs = [stored.outputs]
+        self._features = [stored.features] if stored.features is not None else []
+        self._ids = list(stored.record_ids)
+        self._skipped = list(stored.skipped)
+        self.covered = stored.covered
+        self._stored_specs = json.loads(stored.attributes.get("input_specs", "[]"))
+
+    def skip(self, skips: Sequence[tuple[str, str]]) -> None:
+        """Records of a run that could not be decoded: covered (never retried), recorded in the entry."""
+        for record, reason in skips:
+            if record not in self.covered:
+                self._skipped.append((record, reason))
+                self.covered.add(record)
+
+    def take(self, other: _Running) -> None:
+        """The outputs `other` (the same checkpoint, run elsewhere) gathered, for the records this one lacks."""
+        if not other._ids:
+            return
+        outputs = np.concatenate(other._outputs)
+        features = np.concatenate(other._features) if len(other._features) == len(other._outputs) else None
+        rows = [row for row, record in enumerate(other._ids) if record not in self.covered]
+        ids = [other._ids[row] for row in rows]
+        self._outputs.append(outputs[rows])
+        if features is not None:
+            self._features.append(features[rows])
+        self._ids.extend(ids)
+        for spec in other._specs:
+            self._specs.setdefault(spec)
+        self.covered.update(ids)
+        self.forwarded += len(ids)
+        self.outcome.forwarded = self.forwarded
+
+    def feed_lacking(self, batch: Batch, prepared: dict[Part, Any], batch_size: int | None) -> None:
+        """`feed` with the records of `batch` this checkpoint lacks (all of them unless resumed)."""
+        if not self.covered:
+            self.feed(batch, prepared, batch_size)
+            return
+        rows = [row for row, record in enumerate(batch.ids) if record not in self.covered]
+        if len(rows) == len(batch):
+            self.feed(batch, prepared, batch_size)
+        elif rows:
+            self.feed(_subset(batch, rows), {}, batch_size)  # its inputs are prepared here
+
+    def release(self) -> None:
+        """Drop the model (the outputs gathered stay in the result)."""
+        self.checkpoint = None  # type: ignore[assignment]
 
     def parts(self, batch: Batch) -> list[Part]:
         """The inputs this checkpoint takes for `batch`: one spec for the whole batch; or, when the model takes
@@ -455,6 +695,9 @@ class _Running:
             features = [p.features for _, p in predictions]
             self._features.append(_in_batch_order([rows for rows, _ in predictions], features))  # type: ignore[arg-type]
         self._ids.extend(batch.ids)
+        self.covered.update(batch.ids)
+        self.forwarded += len(batch)
+        self.outcome.forwarded = self.forwarded
 
     def _timed(self, step: Callable[..., None], *args: Any) -> None:
         started = time.perf_counter()
@@ -465,8 +708,26 @@ class _Running:
         finally:
             self.outcome.seconds += time.perf_counter() - started
 
-    def finish(self, skipped: Sequence[tuple[str, str]]) -> None:
-        """Gather the outputs into the result."""
+    def gather_into(self, outcome: ForwardResult, row_of: dict[str, int]) -> None:
+        """The outputs so far into `outcome`, in the target's record order."""
+        checkpoint = self.checkpoint
+        order = np.argsort(np.fromiter((row_of[record] for record in self._ids), np.int64, len(self._ids)))
+        outputs = self._outputs[0] if len(self._outputs) == 1 else np.concatenate(self._outputs)
+        outcome.outputs = outputs[order]
+        features = None
+        if self._features and len(self._features) == len(self._outputs):
+            features = self._features[0] if len(self._features) == 1 else np.concatenate(self._features)
+            features = features[order]
+        outcome.features = features
+        outcome.record_ids = [self._ids[row] for row in order]
+        outcome.activation = checkpoint.activation
+        outcome.source_labels = checkpoint.labels  # without metadata labels, out0 .. out{Z-1}, known by now
+        outcome.source_prevalence = checkpoint.metadata.source_prevalence
+        specs = [_spec_dict(spec) for spec in self._specs]
+        outcome.input_specs = [*self._stored_specs, *(spec for spec in specs if spec not in self._stored_specs)]
+
+    def finish(self, row_of: dict[str, int]) -> None:
+        """Gather the outputs into the result, in the target's record order (however they were fed)."""
         outcome, checkpoint = self.outcome, self.checkpoint
         outcome.precision = checkpoint.precision  # a 16-bit model that failed fell back to float32
         if outcome.status != "ok":
@@ -474,18 +735,13 @@ class _Running:
         if not self._outputs:
             self._fail(CheckpointError(f"{checkpoint.name}: no target records reached this checkpoint"))
             return
-        metadata = checkpoint.metadata
-        outcome.outputs = self._outputs[0] if len(self._outputs) == 1 else np.concatenate(self._outputs)
-        outcome.features = np.concatenate(self._features) if self._features else None
-        outcome.record_ids = self._ids
-        outcome.activation = checkpoint.activation
-        outcome.source_labels = checkpoint.labels  # without metadata labels, out0 .. out{Z-1}, known by now
-        outcome.source_prevalence = metadata.source_prevalence
-        outcome.input_specs = [_spec_dict(spec) for spec in self._specs]
-        self._skipped = list(skipped)
+        self.gather_into(outcome, row_of)
+        self._outputs, self._features = [outcome.outputs], [outcome.features] if outcome.features is not None else []
+        self._ids = list(outcome.record_ids)
 
-    def save(self, store: OutputsStore, target: Target) -> None:
-        """Store the outputs (atomically) under this checkpoint's key."""
+    def save(self, store: OutputsStore, target: Target, *, complete: bool = True) -> None:
+        """Store the outputs (atomically) under this checkpoint's key; `complete` False marks a partial entry
+        (some records not run yet)."""
         assert self.key is not None and self.outcome.outputs is not None
         started = time.perf_counter()
         checkpoint, outcome = self.checkpoint, self.outcome
@@ -514,6 +770,7 @@ class _Running:
                 "seconds": outcome.seconds,
                 "metadata": json.dumps(metadata),
                 "defaults_message": checkpoint.defaults_message() or "",
+                **({} if complete else {"partial": True}),
             },
         )
         outcome.seconds += time.perf_counter() - started
@@ -527,6 +784,13 @@ class _Running:
         self.outcome.problem = error if isinstance(error, MelepError) else None
         self._outputs, self._features = [], []
         _warn_unless_shared(self.outcome)
+
+
+class _Covering:
+    """What a checkpoint the Ray workers have not run yet already covers: its partial entry's records, if any."""
+
+    def __init__(self, stored: Any = None) -> None:
+        self.covered: set[str] = set(stored.covered) if stored is not None else set()
 
 
 #: One model input of a batch: its spec, and the positions of the records it holds (None: every record).
@@ -556,6 +820,13 @@ class _Specs:
 
     def for_batch(self, batch: Batch) -> list[Part]:
         return list(dict.fromkeys(part for item in self._running for part in item.known_parts(batch)))
+
+
+def _subset(batch: Batch, rows: Sequence[int]) -> Batch:
+    """The records of `batch` at `rows`."""
+    signals = batch.signals
+    chosen = signals[list(rows)] if isinstance(signals, np.ndarray) else [signals[row] for row in rows]
+    return Batch(chosen, batch.sampling_rate, batch.leads, batch.labels[list(rows)], [batch.ids[row] for row in rows])
 
 
 def _spec_dict(spec: InputSpec) -> dict[str, Any]:

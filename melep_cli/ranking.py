@@ -18,11 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
+from melep_cli.adaptive import AdaptiveSettings, AdaptiveSummary, CheckpointStop
 from melep_cli.bootstrap import DEFAULT_BOOTSTRAP, BootstrapSettings, Estimate, Uncertainty, paired_bootstrap
 from melep_cli.errors import InputError, MelepError, TargetError, UsageError
 from melep_cli.executors import RayOptions
-from melep_cli.forward_pass import DEFAULT_CACHE, ForwardResult, ProgressCallback, forward
+from melep_cli.forward_pass import (
+    DEFAULT_CACHE,
+    ForwardResult,
+    ForwardSession,
+    ProgressCallback,
+    forward,
+)
 from melep_cli.metric import MelepResult, Weighting, probabilities_declared_as
+from melep_cli.racing import Race
 from melep_cli.scores import SCORES, Direction, MelepScore, ModelOutputs, Score, ScoreValue
 from melep_cli.targets import Target, TargetOptions, target_of
 from melep_cli.targets.base import count_noun
@@ -75,6 +83,8 @@ class CheckpointOutcome:
     rank_by: str = "melep"
     records: int | None = None  # records scored
     source_labels: int | None = None  # Z, the width of the scores output
+    stop: CheckpointStop | None = None  # adaptive ranks: when and why it stopped receiving records
+    stopped_early: bool = False  # adaptive ranks: its scores are on fewer records than the target's
 
     @property
     def melep(self) -> float | None:
@@ -130,6 +140,7 @@ class RankReport:
     scores: tuple[str, ...] = DEFAULT_SCORES  # the scores computed, in the order asked for
     rank_by: str = "melep"
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    adaptive: AdaptiveSummary | None = None  # what an adaptive rank spent; None for a full rank
 
     @property
     def direction(self) -> Direction:
@@ -179,6 +190,7 @@ def rank(
     target_name: str | None = None,
     executor: str = "local",
     ray_options: RayOptions | None = None,
+    adaptive: AdaptiveSettings | None = None,
 ) -> RankReport:
     """Rank the checkpoints found in `checkpoints` by MELEP (or `rank_by`) on `target`.
 
@@ -194,6 +206,10 @@ def rank(
     `target_name` names the target in the report (default: the stem of its path), e.g. for `evaluate`.
     `target` is a path opened with `open_target(path, target_options)`, or an open Target (then
     `target_options` must be None).
+    `adaptive`: stop feeding records to a checkpoint once the `rank_by` score shows it worse than the leader,
+    and stop the ranking once one is left (`melep_cli.adaptive` states the rule and what it promises): each
+    checkpoint's scores are then on the records it saw (`CheckpointOutcome.records`, `.stop`); checkpoints
+    that ran to the end come first, then the others in the reverse order they were dropped.
     Raises UsageError/TargetError for problems that stop the whole run; a checkpoint's own
     problems become its error row.
     """
@@ -215,20 +231,24 @@ def rank(
             + (f"; and {more} more" if more > 0 else "")
             + " (name them to rank on them anyway, or lower min_positives)"
         )
-    stage1 = forward(
-        checkpoints,
-        opened,
-        cache=cache,
-        recursive=recursive,
-        device=device,
-        strict_device=strict_device,
-        batch_size=batch_size,
-        threads=threads,
-        precision=precision,
-        progress=progress,
-        executor=executor,
-        ray_options=ray_options,
-    )
+    stage1_options = {
+        "cache": cache,
+        "recursive": recursive,
+        "device": device,
+        "strict_device": strict_device,
+        "batch_size": batch_size,
+        "threads": threads,
+        "precision": precision,
+        "executor": executor,
+        "ray_options": ray_options,
+    }
+    race: Race | None = None
+    if adaptive is None:
+        stage1 = forward(checkpoints, opened, progress=progress, **stage1_options)  # type: ignore[arg-type]
+    else:
+        ranked_score = next(score for score in instances if score.name == ranked_by)
+        race = Race(opened, adaptive, ranked_score, bootstrap)
+        stage1 = race.run(ForwardSession(checkpoints, opened, **stage1_options), progress)  # type: ignore[arg-type]
     skipped_ids = {record for record, _ in stage1.skipped}
     kept = np.array([record not in skipped_ids for record in opened.record_ids], dtype=bool)
     records = int(kept.sum())
@@ -240,10 +260,14 @@ def rank(
     outcomes = [outcome for outcome, _ in scored]
     rows_of = {id(outcome): rows for outcome, rows in scored}
     _report_target_problems(opened, outcomes, ranked_by)
-    _assign_ranks(outcomes, lower_is_better=SCORES[ranked_by].direction == "lower")
+    if race is not None:
+        race.apply(stage1.results, outcomes, records)
+    else:
+        _assign_ranks(outcomes, lower_is_better=SCORES[ranked_by].direction == "lower")
     if bootstrap.enabled:
         for score in instances:
-            _attach_uncertainty(outcomes, score.name, rows_of, bootstrap)
+            if race is None or score.name != ranked_by:
+                _attach_uncertainty(outcomes, score.name, rows_of, bootstrap)
         for outcome in outcomes:
             outcome.uncertainty = outcome.scores[ranked_by].uncertainty if ranked_by in outcome.scores else None
     _warn_small(opened, records, positives)
@@ -268,6 +292,7 @@ def rank(
         bootstrap=bootstrap if bootstrap.enabled else None,
         scores=tuple(score.name for score in instances),
         rank_by=ranked_by,
+        adaptive=race.summary(stage1, outcomes, records) if race is not None else None,
     )
 
 

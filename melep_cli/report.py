@@ -246,6 +246,8 @@ def rank_to_dict(
         entry["seconds"] = round(outcome.seconds, 6)
         entry["cached"] = outcome.cached
         entry["entry"] = str(outcome.entry) if outcome.entry is not None else None
+        if report.adaptive is not None:
+            entry.update(_stop_dict(outcome))
         results.append(entry)
     document: dict[str, Any] = {
         "target": {
@@ -270,12 +272,46 @@ def rank_to_dict(
         "melep_version": __version__,
         "created": report.created,
         "command": command,
+        "adaptive": _adaptive_dict(report),
     }
     if not per_label:
         for entry in results:
             for key in ("per_label", "per_label_ci", "removed_share"):
                 entry.pop(key, None)
     return document
+
+
+def _stop_dict(outcome: CheckpointOutcome) -> dict[str, Any]:
+    """An adaptive rank's keys of one result: whether and why it stopped early, and the look that decided."""
+    stop = outcome.stop
+    if stop is None:
+        return {"stopped_early": None, "stop_reason": None, "stop": None}
+    return {
+        "stopped_early": outcome.stopped_early,
+        "stop_reason": stop.reason,
+        "stop": {
+            "look": stop.look,
+            "records": stop.records,
+            "leader": stop.leader,
+            "p_not_worse": stop.p_not_worse,
+            "threshold": stop.threshold,
+        },
+    }
+
+
+def _adaptive_dict(report: RankReport) -> dict[str, Any] | None:
+    summary = report.adaptive
+    if summary is None:
+        return None
+    return {
+        "confidence": summary.settings.confidence,
+        "seed": summary.settings.seed,
+        "first_look": summary.settings.first_look,
+        "looks": list(summary.looks),
+        "records_forwarded": summary.records_forwarded,
+        "records_full": summary.records_full,
+        "records_used": summary.records_used,
+    }
 
 
 def _interval(bounds: Sequence[float]) -> list[float | None]:
@@ -334,6 +370,8 @@ def rank_to_csv(report: RankReport, *, per_label: bool = False) -> str:
     labels = list(report.target.labels)
     if per_label:
         header += [f"per_label.{label}" for label in labels]
+    if report.adaptive is not None:
+        header += ["stopped_early", "stop_reason", "stop_look"]
     rows: list[list[Any]] = [header]
     for outcome in report.outcomes:
         result = outcome.result
@@ -354,6 +392,9 @@ def rank_to_csv(report: RankReport, *, per_label: bool = False) -> str:
         if per_label:
             values = dict(zip(result.label_names, result.per_label)) if result is not None else {}
             row += [_csv_number(values[label]) if label in values else "" for label in labels]
+        if report.adaptive is not None:
+            stop = outcome.stop
+            row += ["true" if outcome.stopped_early else "false", stop.reason, stop.look] if stop else ["", "", ""]
         rows.append(row)
     return rows_to_csv(rows)
 
@@ -486,10 +527,11 @@ def _rank_grid(report: RankReport, columns: Sequence[str], *, short: bool, top: 
             "rank": str(outcome.rank),
             "checkpoint": literal(outcome.name),
             "format": literal(_format_text(outcome, short=short)),
-            "score": format_score(value),
+            "score": format_score(value) + (STOPPED_MARK if outcome.stopped_early else ""),
             "interval": f"{uncertainty.ci[0]:.4f}–{uncertainty.ci[1]:.4f}" if uncertainty else "",
             "P(best)": _format_share(uncertainty.p_best) if uncertainty else "",
             "Δ best": "—" if outcome.rank == 1 else f"{value - best:+.4f}" + (" tied" if tied else ""),
+            **({"Δ best": "stopped"} if outcome.stopped_early and outcome.rank != 1 else {}),
             "source labels": str(outcome.source_labels) if outcome.source_labels is not None else "",
             "records": str(outcome.records) if outcome.records is not None else "",
             "seconds": f"{outcome.seconds:.2f}",
@@ -542,12 +584,66 @@ def rank_table(report: RankReport, *, top: int | None = None, width: int | None 
             f" {report.bootstrap.resamples} paired bootstrap resamples of the records;"
             " tied: its difference from rank 1 is within the noise"
         )
+    if any(outcome.stopped_early for outcome in report.ok):
+        caption += (
+            f"; {STOPPED_MARK} stopped early (--adaptive): scored on the records it saw (see records), not"
+            " comparable with a full-target score (no Δ best)"
+        )
     direction = f"{report.direction} is better"
     if report.rank_by == "melep":
         title = f"MELEP ranking on {target.path} ({report.weighting} weighting; {direction})"
     else:
         title = f"Ranking by {score_title(report.rank_by)} on {target.path} ({direction})"
     return set_annotations(table, title, caption)
+
+
+#: The mark after the score of a checkpoint an adaptive rank stopped before the end of the target.
+STOPPED_MARK = "*"
+
+
+def rank_adaptive_note(report: RankReport) -> Table | None:
+    """Under an adaptive ranking: the forward passes run against a full rank's, and how many records each
+    checkpoint used and why it stopped; None for a full rank."""
+    summary = report.adaptive
+    if summary is None:
+        return None
+    settings = summary.settings
+    share = summary.records_used / summary.records_full if summary.records_full else 0.0
+    lines = [
+        f"adaptive ({settings.confidence:.0%} confidence that rank 1 is the full-target best, seed {settings.seed},"
+        f" looks at {', '.join(f'{size:,}' for size in summary.looks)} records): scores used"
+        f" {summary.records_used:,} of the {summary.records_full:,} records x checkpoints of a full rank"
+        f" ({share:.0%})"
+        + (
+            f"; {summary.records_forwarded:,} ran through a model now, the others' outputs came from the cache"
+            if summary.records_forwarded < summary.records_used
+            else ""
+        )
+    ]
+    for outcome in report.ok:
+        stop = outcome.stop
+        if stop is None:
+            continue
+        records = count_noun(outcome.records or 0, "record")
+        if stop.reason == "worse_than_leader":
+            why = (
+                f"dropped at {stop.records:,} records: worse than {stop.leader} (P(not worse) "
+                f"{_format_tiny(stop.p_not_worse)} < {_format_tiny(stop.threshold)})"
+            )
+        elif stop.reason == "winner":
+            why = f"won at {stop.records:,} records: every other checkpoint was dropped"
+        else:
+            why = "ran to the end of the target: not told apart from the leader before the records ran out"
+        lines.append(f"{outcome.rank}. {outcome.name}: {records}, {why}")
+    grid = Table.grid()
+    grid.add_column(overflow="fold")
+    for line in lines:
+        grid.add_row(Text(line))
+    return grid
+
+
+def _format_tiny(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2g}"
 
 
 def _format_share(share: float) -> str:

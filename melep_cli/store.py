@@ -10,6 +10,10 @@ the sidecar, both digested) and of the target, so the key covers it; the entry r
 Entries are written to a temporary file and renamed into place, so a reader sees a complete entry or
 none, and two processes filling the same entry both finish (the last rename wins; both wrote the same
 outputs). An entry that cannot be read, or that does not match its key, is a miss with one warning.
+
+An entry may be partial: the records an adaptive rank fed that checkpoint before it stopped (attribute
+`partial`). `lookup(..., partial=True)` returns such an entry, so that the forward stage runs the model only on
+the records it lacks; a plain `lookup` returns complete entries only.
 """
 
 from __future__ import annotations
@@ -115,6 +119,12 @@ class StoredOutputs:
     features: np.ndarray | None
     skipped: list[tuple[str, str]]
     attributes: dict[str, Any] = field(default_factory=dict)
+    complete: bool = True  # every record of the target's selection is scored or skipped
+
+    @property
+    def covered(self) -> set[str]:
+        """The record ids the entry accounts for: scored or skipped."""
+        return {*self.record_ids, *(record for record, _ in self.skipped)}
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -137,15 +147,21 @@ class OutputsStore:
     def path_for(self, key: EntryKey) -> Path:
         return self.entries_dir / f"{key.digest}{ENTRY_SUFFIX}"
 
-    def lookup(self, key: EntryKey, expected_ids: Sequence[str]) -> StoredOutputs | None:
+    def lookup(self, key: EntryKey, expected_ids: Sequence[str], *, partial: bool = False) -> StoredOutputs | None:
         """The stored outputs for `key`, or None. A damaged entry, or one whose records are not exactly
-        `expected_ids` (scored or skipped), is a miss with a warning; the next save replaces it."""
+        `expected_ids` (scored or skipped), is a miss with a warning; the next save replaces it. With `partial`,
+        an entry covering some of `expected_ids` (and no other record) is returned too (`StoredOutputs.complete`
+        says which); without it, a partial entry is a miss without a warning."""
         path = self.path_for(key)
         if not path.is_file():
             return None
         try:
             stored = read_entry(path)
-            problem = _mismatch(stored, key, expected_ids)
+            problem = _mismatch(stored, key, expected_ids, partial=True)
+            if problem is None:
+                stored.complete = _covers(stored, expected_ids)
+                if not stored.complete and not partial:
+                    return None
         except Exception as error:  # h5py raises OSError, KeyError, ValueError, ... for damaged files
             problem = f"{type(error).__name__}: {error}"
         if problem is not None:
@@ -260,8 +276,10 @@ def read_entry(path: Path) -> StoredOutputs:
     return StoredOutputs(path, outputs, record_ids, features, list(zip(skipped_ids, reasons)), attributes)
 
 
-def _mismatch(stored: StoredOutputs, key: EntryKey, expected_ids: Sequence[str]) -> str | None:
-    """Why a stored entry cannot stand for `key`, or None."""
+def _mismatch(
+    stored: StoredOutputs, key: EntryKey, expected_ids: Sequence[str], *, partial: bool = False
+) -> str | None:
+    """Why a stored entry cannot stand for `key`, or None. With `partial`, a subset of `expected_ids` will do."""
     attributes = stored.attributes
     if attributes.get("store_format") != STORE_FORMAT:
         return f"layout version {attributes.get('store_format')}, this melep writes {STORE_FORMAT}"
@@ -275,9 +293,17 @@ def _mismatch(stored: StoredOutputs, key: EntryKey, expected_ids: Sequence[str])
     if stored.features is not None and (stored.features.ndim != 2 or stored.features.shape[0] != len(ids)):
         return f"features of shape {stored.features.shape} for {len(ids)} record ids"
     covered = [*ids, *(record for record, _ in stored.skipped)]
-    if len(covered) != len(expected_ids) or set(covered) != set(expected_ids):
-        return f"{len(ids)} scored and {len(stored.skipped)} skipped records, the target selects {len(expected_ids)}"
+    described = f"{len(ids)} scored and {len(stored.skipped)} skipped records, the target selects {len(expected_ids)}"
+    if partial:
+        if len(set(covered)) != len(covered) or not set(covered) <= set(expected_ids):
+            return described
+    elif len(covered) != len(expected_ids) or set(covered) != set(expected_ids):
+        return described
     return None
+
+
+def _covers(stored: StoredOutputs, expected_ids: Sequence[str]) -> bool:
+    return len(stored.record_ids) + len(stored.skipped) == len(set(expected_ids))
 
 
 def _text(value: Any) -> str:

@@ -374,3 +374,27 @@ def test_without_ray_installed_the_ray_executor_says_how_to_install_it(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert "pip install 'melep-cli[ray]'" in err and "Traceback" not in err
+
+
+def test_an_adaptive_rank_on_ray_decides_as_the_local_one_and_completes_its_entries(local_ray, tmp_path: Path) -> None:
+    """--adaptive through the Ray executor: the same records, decisions and scores as locally, look after look;
+    its partial entries are completed by a full rank on Ray that runs only the records they lack."""
+    import melep_cli
+    from melep_cli import AdaptiveSettings
+
+    settings = AdaptiveSettings(seed=5)
+    local = melep_cli.rank([CHECKPOINTS], TARGET, cache=None, adaptive=settings)
+    store = tmp_path / "store"
+    options = RayOptions(shard_records=64)
+    on_ray = melep_cli.rank([CHECKPOINTS], TARGET, cache=store, adaptive=settings, executor="ray", ray_options=options)
+    assert on_ray.adaptive.records_forwarded == local.adaptive.records_forwarded < local.adaptive.records_full
+    assert [(o.name, o.records, o.value, o.stop, o.rank) for o in on_ray.outcomes] == [
+        (o.name, o.records, o.value, o.stop, o.rank) for o in local.outcomes
+    ]
+    used = {outcome.name: outcome.records for outcome in on_ray.outcomes}
+    full = melep_cli.forward([CHECKPOINTS], TARGET, cache=store, executor="ray", ray_options=options)
+    assert {result.name: result.forwarded for result in full.results} == {name: 300 - n for name, n in used.items()}
+    fresh = forward([CHECKPOINTS], TARGET, cache=None)
+    for completed, here in zip(full.results, fresh.results):
+        assert completed.record_ids == here.record_ids
+        assert np.array_equal(completed.outputs, here.outputs)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from melep_cli import report
+from melep_cli.adaptive import AdaptiveSettings
 from melep_cli.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, BootstrapSettings
 from melep_cli.checkpoints import parse_device
 from melep_cli.cli.app import (
@@ -129,7 +130,10 @@ def rank_command(
     seed: Annotated[
         int,
         typer.Option(
-            "--seed", metavar="S", help="Seed of the bootstrap's resamples (the same seed, the same intervals)."
+            "--seed",
+            metavar="S",
+            help="Seed of the bootstrap's resamples, and of the record order with --adaptive (the same seed, the"
+            " same intervals and decisions).",
         ),
     ] = DEFAULT_SEED,
     report_file: Annotated[
@@ -148,6 +152,15 @@ def rank_command(
     gpus_per_checkpoint: GpusPerCheckpointOption = None,
     cpus_per_checkpoint: CpusPerCheckpointOption = None,
     shard_records: ShardRecordsOption = None,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            "--adaptive",
+            help="Stop feeding records to a checkpoint once it is shown worse than the leader, and stop once one"
+            " is left: records in a seeded order (--seed), looks at 128, 256, 512, ... records; rank 1 is the"
+            " full-target best with probability --confidence (README: what it promises).",
+        ),
+    ] = False,
     target_options: TargetOptions | None = None,
     output_format: MarkdownFormatOption = OutputFormat.table,
     output: OutputFileOption = None,
@@ -201,6 +214,7 @@ def rank_command(
                 ray_options=ray_options_of(
                     executor, ray_address, gpus_per_checkpoint, cpus_per_checkpoint, shard_records
                 ),
+                adaptive=AdaptiveSettings(confidence=confidence, seed=seed) if adaptive else None,
             )
         if top is not None:
             result = result.top(top)
@@ -232,6 +246,9 @@ def _tables(result: RankReport, *, per_label: bool, pairs: bool) -> list:
     note = report.rank_noise_note(result)
     if note is not None:
         tables.append(note)
+    adaptive_note = report.rank_adaptive_note(result)
+    if adaptive_note is not None:
+        tables.append(adaptive_note)
     errors = report.rank_errors_table(result)
     if errors is not None:
         tables.append(errors)

@@ -185,8 +185,10 @@ def forward_on_ray(
     load_options: dict[str, Any],
     options: RayOptions,
     progress: ProgressCallback | None,
+    positions: np.ndarray | None = None,
 ) -> tuple[list[ForwardResult], list[_Running], int]:
-    """The forward passes of `misses` (path, name, store key) on Ray.
+    """The forward passes of `misses` (path, name, store key) on Ray, over the records at `positions` of the
+    target in that order (None: every record), cut into shards of `options.shard_size`.
 
     Returns each checkpoint's result (in order), a `_Running` per checkpoint that ran (its outputs merged in
     record order, for `forward()` to finish and store), and the records decoded (per checkpoint). The records
@@ -196,9 +198,8 @@ def forward_on_ray(
     if len(opened) == 0:
         raise TargetError(f"{opened.path}: no usable record to score")
     shard = options.shard_size(batch_size)
-    shards = [
-        np.arange(start, min(start + shard, len(opened)), dtype=np.int64) for start in range(0, len(opened), shard)
-    ]
+    order = np.arange(len(opened), dtype=np.int64) if positions is None else np.asarray(positions, dtype=np.int64)
+    shards = [order[start : start + shard] for start in range(0, order.size, shard)]
     jobs = [
         _Job(index, path, name, key, ForwardResult(name=name, path=path, format=_format_of(path)))
         for index, (path, name, key) in enumerate(misses)
