@@ -257,6 +257,7 @@ class ForwardSession:
         self._remote: dict[int, tuple[Path, str, EntryKey | None]] = {}
         self._partial = partial
         self._load_options = load_options
+        self._ray_connection: contextlib.ExitStack | None = None  # held from the first run on Ray to close()
         for index in misses if self.executor == RAY else ():
             self._remote[index] = (paths[index], names[index], keys[index])
             results[index] = ForwardResult(name=names[index], path=paths[index], format=_format_of(paths[index]))
@@ -318,8 +319,11 @@ class ForwardSession:
     def _run_on_ray(self, wanted: list[int], positions: np.ndarray | None, progress: ProgressCallback | None) -> int:
         """`run` on Ray: the workers load the checkpoints and decode their shards of `positions`; the outputs join
         the session's as a local run's do (records a checkpoint already has are not taken twice)."""
-        from melep_cli.executors.ray_executor import forward_on_ray
+        from melep_cli.executors.ray_executor import connected, forward_on_ray
 
+        if self._ray_connection is None:  # connected once for every run of the session (a local Ray starts once)
+            self._ray_connection = contextlib.ExitStack()
+            self._ray_connection.enter_context(connected(self._ray_options))
         outcomes, fed, decoded = forward_on_ray(
             [self._remote[index] for index in wanted],
             self.target,
@@ -395,9 +399,12 @@ class ForwardSession:
         )
 
     def close(self) -> None:
-        """Release the loaded models (the results keep their outputs)."""
+        """Release the loaded models (the results keep their outputs) and the Ray connection, if any."""
         for item in self._running.values():
             item.release()
+        if self._ray_connection is not None:
+            self._ray_connection.close()
+            self._ray_connection = None
 
 
 def restricted(result: ForwardResult, record_ids: Sequence[str]) -> ForwardResult:

@@ -206,6 +206,37 @@ def test_a_cluster_address_that_does_not_answer_is_one_line_error(capsys: pytest
     assert not ray.is_initialized()
 
 
+def test_an_adaptive_cli_rank_on_ray_starts_one_local_ray_for_all_its_looks(tmp_path: Path) -> None:
+    argv = ["rank", "-c", str(CHECKPOINTS), "-t", str(TARGET), "--adaptive", "--no-cache", "-f", "json"]
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD, *argv, "--executor", "ray", "--shard-records", "64"],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        timeout=300,
+        check=False,
+    )
+    report = json.loads(child.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0, child.stderr
+    assert child.stderr.count("starting a local Ray with") == 1, child.stderr
+    assert report["threads"] == ["MainThread"] and not report["ray_connected"]
+    on_ray = json.loads(child.stdout)
+    assert len(on_ray["adaptive"]["looks"]) > 1  # several looks, one Ray
+    local = subprocess.run(
+        [sys.executable, "-m", "melep_cli", *argv],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        timeout=300,
+        check=True,
+    )
+    expected = json.loads(local.stdout)
+    assert _scores(on_ray) == _scores(expected)
+    assert on_ray["adaptive"]["records_forwarded"] == expected["adaptive"]["records_forwarded"]
+    decided = [(row["checkpoint"], row["records"], row["stop_reason"]) for row in on_ray["results"]]
+    assert decided == [(row["checkpoint"], row["records"], row["stop_reason"]) for row in expected["results"]]
+
+
 # ----- one local Ray for the rest, with worker processes that die in some checkpoints' forward passes ----------
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory: pytest.TempPathFactory):

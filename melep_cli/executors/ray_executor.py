@@ -371,6 +371,11 @@ def _format_of(path: Path) -> str:
     return "onnx" if path.suffix.lower() == ".onnx" else "torchscript"
 
 
+def connected(options: RayOptions) -> contextlib.AbstractContextManager[None]:
+    """Ray connected for a block spanning several `forward_on_ray` calls (see `_connected`)."""
+    return _connected(import_ray(), options)
+
+
 @contextlib.contextmanager
 def _connected(ray: Any, options: RayOptions) -> Iterator[None]:
     """Ray connected for the block: the running cluster at the address, else a local one started here (and shut
