@@ -267,25 +267,33 @@ def test_names_are_shown_literally_never_as_markup(
     assert [len(row) for row in tables[0]] == [6] * 6 and tables[0][1][1] == hostile
 
 
-def test_adaptive_ranking_marks_a_checkpoint_stopped_early(
-    ranked: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_adaptive_ranking_marks_the_checkpoints_stopped_early(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], module_cache: str
 ) -> None:
-    """The keys adaptive ranking adds (synthetic here: a checkpoint left out after 120 of 300 records)."""
-
-    def stop(document: dict) -> None:
-        document["adaptive"] = {"step": 60}
-        for entry in document["results"]:
-            entry["stopped_early"] = entry["rank"] == 5
-            entry["records"] = 120 if entry["rank"] == 5 else 300
-
-    path = _edited(ranked, tmp_path, stop)
+    """A real `rank --adaptive`: the checkpoints it dropped show their records and no difference from the best."""
+    path = tmp_path / "adaptive.json"
+    common = ["rank", "-c", str(CHECKPOINTS), "-t", str(TARGET), "--cache", module_cache, "-q", "--adaptive"]
+    assert run([*common, "-o", str(path)]) == 0
+    document = json.loads(path.read_text(encoding="utf-8"))
+    stopped = {row["checkpoint"]: row["records"] for row in document["results"] if row["stopped_early"]}
+    assert stopped and all(records < 300 for records in stopped.values())
     page = tmp_path / "page.html"
     assert run(["report", str(path), "-o", str(page), "-q"]) == 0
     shown = page_text(parse_html(page.read_text(encoding="utf-8")))
-    assert "120 (stopped early)" in shown and "Adaptive step 60" in shown
+    used, full = document["adaptive"]["records_used"], document["adaptive"]["records_full"]
+    assert f"{used:,} of {full:,} records x checkpoints scored" in shown
+    assert "95% confidence that rank 1 is the full-target best" in shown
+    assert "not comparable with a full-target score" in shown
     assert run(["report", str(path)]) == 0
     (table,) = markdown_tables(capsys.readouterr().out)
-    assert table[0][-1] == "records" and table[5][-1] == "120 (stopped early)" and table[1][-1] == "300"
+    header = table[0]
+    rows = {row[1].strip("`"): row for row in table[1:]}
+    assert header[-1] == "records"
+    for name, row in rows.items():
+        if name in stopped:
+            assert row[-1] == f"{stopped[name]:,}" and row[header.index("Δ best")] == "stopped early"
+        else:
+            assert row[-1] == "300" and row[header.index("Δ best")] != "stopped early"
 
 
 def test_without_the_bootstrap_or_the_phi_matrices(

@@ -144,6 +144,12 @@ def _score_block(document: RankDocument, score: str, prefix: str) -> str:
             if document.has_bootstrap
             else ". Ranked without the bootstrap (--bootstrap 0): no intervals, P(best) or ties."
         )
+        + (
+            " Stopped early (adaptive ranking): scored on the records it saw (the records column), so its score and"
+            " interval are not comparable with a full-target score."
+            if any(entry.stopped_early for entry in entries)
+            else ""
+        )
     )
     best = entries[0]
     headers = ["rank" if score == document.rank_by else "#", "checkpoint", title]
@@ -178,7 +184,7 @@ def _score_block(document: RankDocument, score: str, prefix: str) -> str:
             cells += [str(len(entry.source_labels)), escape(_format(entry))]
         if stopped:
             records = f"{entry.records:,}" if entry.records is not None else "—"
-            cells.append(records + (" (stopped early)" if entry.stopped_early else ""))
+            cells.append(records)
         rows.append((classes, cells))
     table = _table(headers, rows, numeric=_numeric(headers), optional=optional)
     return f'<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>\n<div class="scroll">{table}</div>'
@@ -335,8 +341,7 @@ def _run_section(document: RankDocument) -> str:
         ("Precision", words.distinct([entry.precision for entry in document.ok])),
     ]
     if document.adaptive is not None:
-        settings = ", ".join(f"{key} {value}" for key, value in document.adaptive.items())
-        facts.append(("Adaptive", settings or "yes"))
+        facts.append(("Adaptive", words.adaptive_phrase(document.adaptive) or "yes"))
         stopped = [entry.checkpoint for entry in document.ok if entry.stopped_early]
         if stopped:
             facts.append(("Stopped early", ", ".join(stopped)))

@@ -114,14 +114,13 @@ def _table(document: RankDocument, score: str) -> list[str]:
             value = entry.scores.get(other)
             cells.append(words.number(value.value) if value is not None and value.value is not None else "error")
         if stopped:
-            cells.append(_records(entry.records, entry.stopped_early))
+            cells.append(_records(entry.records))
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
-def _records(records: int | None, stopped_early: bool | None) -> str:
-    text = f"{records:,}" if records is not None else "—"
-    return text + " (stopped early)" if stopped_early else text
+def _records(records: int | None) -> str:
+    return f"{records:,}" if records is not None else "—"
 
 
 def _tied_words(document: RankDocument) -> str | None:

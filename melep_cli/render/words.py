@@ -71,10 +71,32 @@ def verdict(document: RankDocument) -> str | None:
 def delta(entry: ResultEntry, score: str, best: ResultEntry) -> str:
     """The difference from `best` by `score`, with 'tied' when within the noise: '+0.0034 tied'; '—' for the best."""
     value, best_value = entry.scores[score].value, best.scores[score].value
+    if entry.stopped_early and entry is not best:
+        return "stopped early"  # scored on fewer records than the best: the difference would mislead
     if entry is best or value is None or best_value is None:
         return "—"
     text = f"{value - best_value:+.4f}"
     return text + " tied" if entry.scores[score].tied_with_best else text
+
+
+def adaptive_phrase(settings: dict) -> str:
+    """An adaptive rank's settings and cost in words: '95% confidence that rank 1 is the full-target best, seed 0,
+    looks at 128, 256, 300 records; 984 of 1,500 records x checkpoints run'. Unknown keys are listed as they are."""
+    known = ("confidence", "seed", "looks", "records_forwarded", "records_full", "records_used", "first_look")
+    parts = []
+    if isinstance(settings.get("confidence"), (int, float)):
+        parts.append(f"{settings['confidence']:.0%} confidence that rank 1 is the full-target best")
+    if settings.get("seed") is not None:
+        parts.append(f"seed {settings['seed']}")
+    looks = settings.get("looks")
+    if isinstance(looks, list) and looks:
+        parts.append("looks at " + ", ".join(f"{look:,}" for look in looks) + " records")
+    text = ", ".join(parts)
+    used, full = settings.get("records_used"), settings.get("records_full")
+    if isinstance(used, int) and isinstance(full, int) and full:
+        text += f"; {used:,} of {full:,} records x checkpoints scored ({used / full:.0%} of a full rank)"
+    others = [f"{key} {value}" for key, value in settings.items() if key not in known]
+    return "; ".join(part for part in (text, ", ".join(others)) if part)
 
 
 def uninformed_labels(document: RankDocument) -> list[str]:
